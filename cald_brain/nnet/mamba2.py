@@ -355,6 +355,9 @@ class Mamba2(nn.Module):
     torch.Size([2, 20, 32])
     """
 
+    # Read by cald_brain.convert: safe as a causal language model's mixer.
+    causal = True
+
     def __init__(
         self,
         d_model,
