@@ -529,7 +529,7 @@ class Mamba2(nn.Module):
             self.conv1d.bias,
             self.dt_bias,
             -torch.exp(self.A_log.float()),
-            D=self.D,
+            D=self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D,
             chunk_size=self.chunk_size,
             seq_idx=None,
             activation="silu",
