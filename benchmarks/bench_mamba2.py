@@ -30,6 +30,7 @@ import argparse
 import gc
 import logging
 import os
+import warnings
 import platform
 import statistics
 import time
@@ -39,48 +40,48 @@ import torch
 from cald_brain.nnet import BiMamba2, Mamba2
 
 
-def _rss_kib(field):
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def measure(fn, device, repeats):
-    """Median wall time (ms) and peak extra memory (MiB) of ``fn()``."""
-    fn()  # warm-up (allocator, kernels, autotuning)
+def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+
+
+def time_interleaved(fns, device, repeats):
+    """Median wall time (ms) of each function, timed round-robin.
+
+    Interleaving the candidates spreads any background load over all of them
+    instead of penalising whichever ran during a burst.
+    """
+    for fn in fns.values():  # warm-up (allocator, kernels, autotuning)
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1000 for name, t in times.items()}
+
+
+def peak_memory(fn, device):
+    """Peak extra memory (MiB) while ``fn()`` runs."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         fn()
         torch.cuda.synchronize()
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        # Peak resident set size while fn runs: reset the kernel's high-water
-        # mark (clear_refs 5), run, read VmHWM.
-        base = _rss_kib("VmRSS")
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            fn()
-            peak = (_rss_kib("VmHWM") - base) / 1024
-        except (OSError, TypeError):
-            peak = float("nan")
-    return statistics.median(times) * 1000, peak
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    # CPU: replay the profiler's allocation record (each op's own
+    # allocations and frees, in time order) and keep the running maximum.
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    current = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        current += event.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak / 2**20
 
 
 def build_hf_mamba2(ours, d_model, args):
@@ -121,6 +122,7 @@ def main():
     parser.add_argument("--skip-hf", action="store_true", help="do not time transformers' layer")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # transformers' "fast path not available"
+    warnings.filterwarnings("ignore", module="torch.profiler")
 
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
@@ -163,22 +165,29 @@ def main():
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     for T in args.lengths:
         x = torch.randn(args.batch, T, d, device=device)
-        results = {}
+        forward, forward_backward = {}, {}
         for name, fn, _ in impls:
 
-            def forward(fn=fn):
+            def fwd(fn=fn):
                 with torch.no_grad(), autocast:
                     fn(x)
 
-            def forward_backward(fn=fn):
+            def fwd_bwd(fn=fn):
                 xg = x.detach().requires_grad_(True)
                 with autocast:
                     y = fn(xg)
                 y.float().square().mean().backward()
 
-            fwd = measure(forward, device, args.repeats)
-            fb = measure(forward_backward, device, args.repeats)
-            results[name] = (fwd, fb)
+            forward[name], forward_backward[name] = fwd, fwd_bwd
+        fwd_ms = time_interleaved(forward, device, args.repeats)
+        fb_ms = time_interleaved(forward_backward, device, args.repeats)
+        results = {
+            name: (
+                (fwd_ms[name], peak_memory(forward[name], device)),
+                (fb_ms[name], peak_memory(forward_backward[name], device)),
+            )
+            for name, _, _ in impls
+        }
         floor_fwd, floor_fb = results["matmul floor"][0][0], results["matmul floor"][1][0]
         hf_res = results.get("HF Mamba2 (torch path)")
         for name, _, n_mixers in impls:

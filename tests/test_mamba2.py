@@ -266,3 +266,29 @@ def test_registry_lookup_and_unknown_name():
     assert isinstance(build_mixer("bimamba2", d_model=8, d_state=4, headdim=4), BiMamba2)
     with pytest.raises(KeyError, match="Unknown mixer 'retnet'.*bimamba2"):
         get_mixer("retnet")
+
+
+def test_heads_with_different_decay_speeds_use_separate_plans():
+    # One head decays ~100x faster than the others: it gets a shorter chunk
+    # (or the pairwise form) while the others keep long chunks; the result
+    # is still the plain recurrence.
+    from cald_brain.nnet.mamba2 import _plan_chunks
+
+    torch.manual_seed(3)
+    x = torch.randn(1, 300, 4, 3, dtype=torch.float64)
+    dt = 0.05 * torch.rand(1, 300, 4, dtype=torch.float64)
+    dt[..., 0] = 0.15 + 0.1 * torch.rand(1, 300, dtype=torch.float64)
+    dt[..., 1] = 30.0  # exp(-30 * 16) per step: only the pairwise form is safe
+    A = -torch.tensor([16.0, 16.0, 1.0, 2.0], dtype=torch.float64)
+    B = torch.randn(1, 300, 1, 5, dtype=torch.float64)
+    C = torch.randn(1, 300, 1, 5, dtype=torch.float64)
+    plan = _plan_chunks(dt * A, 128, 1)
+    forms = {(form, L): heads for form, L, heads in plan}
+    assert forms[("factored", 128)] == [2, 3]
+    assert ("pairwise", 64) in forms and forms[("pairwise", 64)] == [1]
+    assert any(form == "factored" and L < 128 and heads == [0] for form, L, heads in plan)
+    state0 = torch.randn(1, 4, 5, 3, dtype=torch.float64)
+    y, s = ssd_chunked_scan(x, dt, A, B, C, chunk_size=256, initial_state=state0)
+    y_ref, s_ref = naive_ssd(x, dt, A, B, C, state0)
+    torch.testing.assert_close(y, y_ref, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(s, s_ref, rtol=1e-9, atol=1e-9)

@@ -57,13 +57,15 @@ def ssd_chunked_scan(x, dt, A, B, C, chunk_size, initial_state=None):
 
     with ``S`` of shape ``[d_state, headdim]``, without the ``D`` skip term.
 
-    Two exact evaluations are used. When the decay accumulated over a chunk
-    is moderate (the usual case), the intra-chunk decay ``exp(a_l - a_s)`` is
-    factored into ``exp(a_l - r) * exp(r - a_s)`` around the chunk's middle
-    ``r``, so the quadratic part becomes one matrix product per group shared
-    by all its heads (:func:`_ssd_scan_factored`). Heads that decay so fast
-    that these factors could overflow use the pairwise form, which
-    exponentiates every ``a_l - a_s`` (:func:`_ssd_scan_pairwise`).
+    Two exact evaluations are used. When the decay a head accumulates over a
+    chunk is moderate, its intra-chunk decay ``exp(a_l - a_s)`` is factored
+    into ``exp(a_l - r) * exp(r - a_s)`` around the chunk's middle ``r``, so
+    the quadratic part is one matrix product per group shared by all its
+    heads (:func:`_ssd_scan_factored`). Each head gets the longest chunk
+    (up to ``min(chunk_size, 128)``) for which its factors stay far from
+    overflow; heads that decay too fast even for short chunks use the
+    pairwise form, which exponentiates every ``a_l - a_s``
+    (:func:`_ssd_scan_pairwise`).
 
     Arguments
     ---------
@@ -101,26 +103,68 @@ def ssd_chunked_scan(x, dt, A, B, C, chunk_size, initial_state=None):
     >>> y.shape, state.shape
     (torch.Size([2, 10, 4, 3]), torch.Size([2, 4, 5, 3]))
     """
-    seq_len = x.shape[1]
+    seq_len, nheads = x.shape[1], x.shape[2]
     log_decay = dt * A
-    # Factored path: the longest chunk (<= 128, where its matrix products
-    # are already efficient) whose accumulated decay stays in range.
-    L = min(chunk_size, 128, seq_len)
-    while L >= 16 or L == min(chunk_size, seq_len):
-        if _max_chunk_spread(log_decay, L) <= _FACTORED_MAX_SPREAD:
-            return _ssd_scan_factored(x, log_decay, dt, B, C, L, initial_state)
-        if L < 32:
-            break
-        L //= 2
-    return _ssd_scan_pairwise(x, log_decay, dt, B, C, min(chunk_size, 64), initial_state)
+    plan = _plan_chunks(log_decay.detach(), min(chunk_size, 128, seq_len), B.shape[2])
+    if len(plan) == 1:
+        (form, L, _), = plan
+        scan = _ssd_scan_factored if form == "factored" else _ssd_scan_pairwise
+        return scan(x, log_decay, dt, B, C, L, initial_state)
+    # Heads with different chunk lengths run separately (one group of B/C).
+    ys, states, order = [], [], []
+    for form, L, heads in plan:
+        scan = _ssd_scan_factored if form == "factored" else _ssd_scan_pairwise
+        index = torch.tensor(heads, device=x.device)
+        y, state = scan(
+            x.index_select(2, index),
+            log_decay.index_select(2, index),
+            dt.index_select(2, index),
+            B,
+            C,
+            L,
+            None if initial_state is None else initial_state.index_select(1, index),
+        )
+        ys.append(y)
+        states.append(state)
+        order.extend(heads)
+    inverse = torch.empty(nheads, dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(nheads)
+    inverse = inverse.to(x.device)
+    y = torch.cat(ys, dim=2).index_select(2, inverse)
+    return y, torch.cat(states, dim=1).index_select(1, inverse)
+
+
+def _plan_chunks(log_decay, max_len, ngroups):
+    """Chooses, per head, the scan form and chunk length.
+
+    Returns a list of ``(form, chunk_length, heads)``. With several B/C
+    groups all heads share one plan (the factored form broadcasts B and C
+    over the heads of each group).
+    """
+    nheads = log_decay.shape[-1]
+    candidates = [max_len]
+    while candidates[-1] > 16:
+        candidates.append(candidates[-1] // 2)
+    # spreads[i, h]: largest log-decay head h accumulates in a chunk of
+    # length candidates[i].
+    spreads = torch.stack([_max_chunk_spread(log_decay, L) for L in candidates]).cpu()
+    fits = spreads <= _FACTORED_MAX_SPREAD
+    if ngroups > 1:
+        fits = fits.all(dim=1, keepdim=True).expand_as(fits)
+    plan = {}
+    for h in range(nheads):
+        ok = torch.nonzero(fits[:, h]).flatten()
+        key = ("factored", candidates[int(ok[0])]) if len(ok) else ("pairwise", min(max_len, 64))
+        plan.setdefault(key, []).append(h)
+    return [(form, L, heads) for (form, L), heads in plan.items()]
 
 
 def _max_chunk_spread(log_decay, L):
-    """Largest total log-decay accumulated within one chunk of length L."""
+    """Per head, the largest total log-decay accumulated in one chunk of length L."""
     batch, seq_len, nheads = log_decay.shape
     n_chunks = -(-seq_len // L)
     padded = F.pad(log_decay, (0, 0, 0, n_chunks * L - seq_len))
-    return -padded.view(batch, n_chunks, L, nheads).sum(2).min().item()
+    return -padded.view(batch, n_chunks, L, nheads).sum(2).amin(dim=(0, 1))
 
 
 def _pad_time(L, *tensors):
@@ -165,11 +209,16 @@ def _ssd_scan_factored(x, log_decay, dt, B, C, L, initial_state):
     # Intra-chunk: y_l = exp(rel_l) sum_{s<=l} (C_l.B_s) exp(-rel_s) xdt_s.
     y = torch.matmul(torch.matmul(Cg, Bg.transpose(-1, -2)).tril_(), Xg)
 
-    # State each chunk contributes at its end, and the recurrence across
-    # chunks on these small [d_state, heads, headdim] states.
-    half = torch.exp(0.5 * a_end).view(batch, c, G, 1, J, 1)
-    chunk_states = torch.matmul(Bg.transpose(-1, -2), Xg).view(batch, c, G, N, J, headdim)
-    chunk_states = chunk_states * half
+    # State each chunk contributes at its end: sum_s exp(a_end - a_cum_s)
+    # B_s xdt_s, where exp(a_end - a_cum_s) = exp(-rel_s) exp(a_end / 2) <= 1.
+    half = torch.exp(0.5 * a_end)
+    x_end = x_in * half.view(batch, c, 1, nheads, 1)
+    if G == 1:
+        Xe = x_end.view(batch, c, 1, L, nheads * headdim)
+    else:
+        Xe = x_end.view(batch, c, L, G, J * headdim).transpose(2, 3)
+    chunk_states = torch.matmul(Bg.transpose(-1, -2), Xe).view(batch, c, G, N, J, headdim)
+    half = half.view(batch, c, G, 1, J, 1)
     chunk_decay = half * half
     if initial_state is None:
         state = x.new_zeros(batch, G, N, J, headdim)
@@ -178,10 +227,12 @@ def _ssd_scan_factored(x, log_decay, dt, B, C, L, initial_state):
     entering = []
     for i in range(c):
         entering.append(state)
-        state = chunk_decay[:, i] * state + chunk_states[:, i]
-    # Entering state seen from step l: exp(a_cum_l) = exp(rel_l) exp(a_end/2).
-    states_in = torch.stack(entering, dim=1) * half
-    y = y + torch.matmul(Cg, states_in.view(batch, c, G, N, J * headdim))
+        state = torch.addcmul(chunk_states[:, i], chunk_decay[:, i], state)
+    # Entering state seen from step l: exp(a_cum_l) = exp(rel_l) exp(a_end/2);
+    # exp(rel_l) is applied to the whole output below.
+    states_in = torch.stack(entering, dim=1).view(batch, c, G, N, J * headdim)
+    y_in = torch.matmul(Cg, states_in).view(batch, c, G, L, J, headdim)
+    y = torch.addcmul(y.view(batch, c, G, L, J, headdim), y_in, half)
     if G == 1:
         y = y.view(batch, c, L, nheads, headdim)
     else:
