@@ -47,7 +47,7 @@ Hparams read (all optional)::
     teacher_mode: eval             # or train (the reference's choice)
 
 Authors
- * cald-brain contributors 2025
+ * cald-brain developers 2026
 """
 
 import contextlib

@@ -14,7 +14,7 @@
   a finished run (e.g. the std run's best ``model.ckpt``, the target).
 
 Authors
- * cald-brain contributors 2025
+ * cald-brain developers 2026
 """
 
 import logging

@@ -24,7 +24,7 @@ Step convention: ``step`` is the student's *current* step, 1-based: the
 optimizer step the batch contributes to, ``brain.optimizer_step + 1``.
 
 Authors
- * cald-brain contributors 2025
+ * cald-brain developers 2026
 """
 
 import contextlib

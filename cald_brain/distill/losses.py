@@ -21,7 +21,7 @@ He & Garner, "Joint Fine-tuning and Conversion of Pretrained Speech and
 Language Models towards Linear Complexity", ICLR 2025, eq. 7.
 
 Authors
- * cald-brain contributors 2025
+ * cald-brain developers 2026
 """
 
 import torch

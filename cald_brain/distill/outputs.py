@@ -1,7 +1,7 @@
 """What a recipe's forward pass hands to the distillation engine.
 
 Authors
- * cald-brain contributors 2025
+ * cald-brain developers 2026
 """
 
 import dataclasses

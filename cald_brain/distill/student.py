@@ -13,7 +13,7 @@ instead of being half-loaded (the reference loads non-strictly after
 conversion, which silently ignores any mismatch).
 
 Authors
- * cald-brain contributors 2025
+ * cald-brain developers 2026
 """
 
 import logging

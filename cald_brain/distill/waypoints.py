@@ -13,7 +13,7 @@ manifest is rewritten (atomically) only after the file it lists exists, so a
 run killed at any point leaves a consistent folder.
 
 Authors
- * cald-brain contributors 2025
+ * cald-brain developers 2026
 """
 
 import dataclasses

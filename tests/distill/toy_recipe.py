@@ -19,7 +19,7 @@ Base keys are overridden on the command line through the include, e.g.
 ``--base "{lr: 0.01, number_of_epochs: 5}"``.
 
 Authors
- * cald-brain contributors 2025
+ * cald-brain developers 2026
 """
 
 import json
