@@ -500,3 +500,33 @@ def _log_split(split, summary, skipped, recording_type):
                 else ""
             ),
         )
+
+
+def count_intents(data_folder, use_synthetic=True):
+    """Number of distinct intents in SLURP's training text (the classifier size).
+
+    Read from ``train.jsonl`` (+ ``train_synthetic.jsonl``) before any
+    manifest exists, so that the YAML can size the classifier
+    (``n_intents: !apply:slurp_prepare.count_intents [...]``). The recipe
+    checks it against the label encoder built from ``train.csv``.
+
+    Arguments
+    ---------
+    data_folder : str
+        The SLURP root.
+    use_synthetic : bool
+        Whether train includes ``train_synthetic.jsonl``.
+
+    Returns
+    -------
+    n_intents : int
+    """
+    data_folder = os.path.abspath(data_folder)
+    sources = _find_sources(data_folder, ["train"], use_synthetic)
+    intents = set()
+    for jsonl, _, _ in sources["train"]:
+        for _, entry, error in _read_jsonl(jsonl):
+            if error is None:
+                scenario, action = entry["scenario"], entry["action"]
+                intents.add(entry.get("intent") or f"{scenario}_{action}")
+    return len(intents)

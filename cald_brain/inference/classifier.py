@@ -1,0 +1,169 @@
+"""``IntentClassifier``: utterance classification with a packaged CALD model.
+
+A packaged folder (see :func:`cald_brain.inference.package_model`) holds an
+inference-only ``hyperparams.yaml`` that rebuilds the architecture (the HF
+config of the encoder plus the mixer that replaced its attention) with no
+network access, the weights (``model.ckpt``) and the label encoder
+(``label_encoder.txt``)::
+
+    from cald_brain.inference import IntentClassifier
+    clf = IntentClassifier.from_hparams(source="packaged/", savedir="/tmp/clf")
+    label, score = clf.classify_file("some.wav")
+
+Authors
+ * cald-brain developers 2026
+"""
+
+import logging
+import os
+
+import torch
+from speechbrain.dataio import audio_io
+from speechbrain.inference.interfaces import Pretrained
+from speechbrain.utils.fetching import FetchConfig, LocalStrategy
+
+logger = logging.getLogger(__name__)
+
+
+class IntentClassifier(Pretrained):
+    """Classifies utterances (intents, or any utterance-level label).
+
+    Arguments
+    ---------
+    *args : tuple
+        As for ``speechbrain.inference.interfaces.Pretrained``.
+    **kwargs : dict
+        As for ``speechbrain.inference.interfaces.Pretrained``.
+
+    Example
+    -------
+    >>> from cald_brain.lobes import build_wav2vec2_classifier
+    >>> from speechbrain.dataio.encoder import CategoricalEncoder
+    >>> cfg = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+    ...     intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 4),
+    ...     conv_kernel=(10, 8), num_conv_pos_embeddings=8,
+    ...     num_conv_pos_embedding_groups=2)
+    >>> encoder = CategoricalEncoder()
+    >>> encoder.update_from_iterable(["alarm_set", "play_music"])
+    >>> encoder.ignore_len()
+    >>> clf = IntentClassifier(
+    ...     modules={"model": build_wav2vec2_classifier(2, config=cfg)},
+    ...     hparams={"label_encoder": encoder})
+    >>> probs, score, index, labels = clf.classify_batch(torch.randn(1, 4000))
+    >>> probs.shape, labels[0] in ("alarm_set", "play_music")
+    (torch.Size([1, 2]), True)
+    """
+
+    HPARAMS_NEEDED = ["label_encoder"]
+    MODULES_NEEDED = ["model"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        n_classes = getattr(self.mods.model, "n_classes", None)
+        n_labels = len(self.hparams.label_encoder)
+        if n_classes is not None and n_labels != n_classes:
+            raise ValueError(
+                f"The model has {n_classes} outputs but its label encoder "
+                f"{n_labels} labels: the package mixes two models."
+            )
+        self.hparams.label_encoder.expect_len(n_labels)
+
+    @classmethod
+    def from_hparams(cls, source, hparams_file="hyperparams.yaml", **kwargs):
+        """Loads a packaged folder; a local folder is read with the network off.
+
+        Arguments
+        ---------
+        source : str
+            A packaged folder (or a hub repository holding one).
+        hparams_file : str
+            The inference YAML in ``source``.
+        **kwargs : dict
+            As for ``Pretrained.from_hparams`` (``savedir``, ``run_opts``,
+            ``overrides`` ...).
+
+        Returns
+        -------
+        IntentClassifier
+        """
+        if os.path.isdir(source):
+            # Weights and labels are read from the folder itself, wherever it
+            # was moved to, and never from the network.
+            overrides = dict(kwargs.pop("overrides", None) or {})
+            overrides.setdefault("pretrained_path", os.path.abspath(source))
+            kwargs["overrides"] = overrides
+            kwargs.setdefault("fetch_config", FetchConfig(allow_network=False))
+            kwargs.setdefault("local_strategy", LocalStrategy.COPY)
+        return super().from_hparams(source, hparams_file=hparams_file, **kwargs)
+
+    def classify_batch(self, wavs, wav_lens=None):
+        """Classifies a batch of 16 kHz waveforms.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]``.
+        wav_lens : torch.Tensor, optional
+            ``[batch]`` relative lengths; None: no padding.
+
+        Returns
+        -------
+        out_prob : torch.Tensor
+            Posterior probabilities ``[batch, n_classes]``.
+        score : torch.Tensor
+            Probability of the best class ``[batch]``.
+        index : torch.Tensor
+            Index of the best class ``[batch]``.
+        text_lab : list of str
+            The best labels.
+        """
+        wavs = wavs.to(self.device).float()
+        if wav_lens is not None:
+            wav_lens = wav_lens.to(self.device)
+        with torch.no_grad():
+            logits = self.mods.model(wavs, wav_lens).logits
+        out_prob = torch.softmax(logits.float(), dim=-1)
+        score, index = out_prob.max(dim=-1)
+        text_lab = self.hparams.label_encoder.decode_torch(index.cpu())
+        return out_prob, score, index, text_lab
+
+    def classify_file(self, path):
+        """Classifies one audio file (any sample rate; resampled, mixed to mono).
+
+        Arguments
+        ---------
+        path : str
+            Audio file.
+
+        Returns
+        -------
+        label : str
+            The predicted label.
+        score : float
+            Its posterior probability.
+        """
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Audio file '{path}' does not exist.")
+        try:
+            audio, sample_rate = audio_io.load(path, channels_first=False)
+        except Exception as err:
+            raise RuntimeError(f"Could not read audio file '{path}': {err}") from err
+        signal = self.audio_normalizer(audio, sample_rate)
+        _, score, _, labels = self.classify_batch(signal.unsqueeze(0))
+        return labels[0], float(score[0])
+
+    def forward(self, wavs, wav_lens=None):
+        """Runs :meth:`classify_batch`.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths.
+
+        Returns
+        -------
+        See :meth:`classify_batch`.
+        """
+        return self.classify_batch(wavs, wav_lens)
