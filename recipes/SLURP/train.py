@@ -29,6 +29,7 @@ Authors
 import csv
 import json
 import os
+import shutil
 import sys
 import time
 from collections import Counter
@@ -368,6 +369,8 @@ def main(argv):
         hyperparams_to_save=merged_file,
         overrides=overrides,
     )
+    # Saved as <output_folder>/hyperparams.yaml now: drop the temporary copy.
+    shutil.rmtree(os.path.dirname(merged_file), ignore_errors=True)
 
     from slurp_prepare import prepare_slurp  # noqa: E402
 
