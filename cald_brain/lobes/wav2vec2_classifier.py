@@ -89,7 +89,7 @@ class Wav2Vec2Classifier(nn.Module):
     >>> TINY_CONFIG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
     ...     intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 4),
     ...     conv_kernel=(10, 8), num_conv_pos_embeddings=8,
-    ...     num_conv_pos_embedding_groups=2)
+    ...     num_conv_pos_embedding_groups=2, layerdrop=0.0)
     >>> model = build_wav2vec2_classifier(3, config=TINY_CONFIG)
     >>> out = model(torch.randn(2, 4000), torch.tensor([1.0, 0.5]))
     >>> out.logits.shape, len(out.hidden_states), out.mask.sum(1).tolist()
