@@ -37,7 +37,6 @@ from collections import Counter
 import speechbrain as sb
 import torch
 import torch.nn.functional as F
-from speechbrain.dataio import audio_io
 from speechbrain.dataio.preprocess import AudioNormalizer
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
@@ -51,6 +50,7 @@ for _path in (RECIPE_DIR, REPO_DIR):
         sys.path.insert(0, _path)
 
 from cald_brain.distill import DistillBrain, ModelOutputs  # noqa: E402
+from cald_brain.dataio import read_audio  # noqa: E402
 from cald_brain.hparams import load_recipe_hparams  # noqa: E402
 from cald_brain.inference import write_model_spec  # noqa: E402
 
@@ -153,39 +153,6 @@ def exact_match(predict, target):
     torch.Tensor
     """
     return (predict == target).float()
-
-
-def read_audio(path, sample_rate, normalizer=None):
-    """Reads a mono waveform at ``sample_rate``, resampling when needed.
-
-    Arguments
-    ---------
-    path : str
-        Audio file.
-    sample_rate : int
-        Rate the model expects (16 kHz).
-    normalizer : AudioNormalizer, optional
-        Reused resampler cache.
-
-    Returns
-    -------
-    sig : torch.Tensor
-        ``[samples]``.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"Audio file '{path}' does not exist (manifest moved from its corpus? "
-            "check --data_folder, or prepare again)."
-        )
-    try:
-        audio, file_rate = audio_io.load(path, channels_first=False)
-    except Exception as err:
-        raise RuntimeError(f"Could not read audio file '{path}': {err}") from err
-    if audio.numel() == 0:
-        raise RuntimeError(f"Audio file '{path}' holds no samples.")
-    normalizer = normalizer or AudioNormalizer(sample_rate=sample_rate)
-    # Mixes channels to mono and resamples file_rate -> sample_rate.
-    return normalizer(audio, file_rate)
 
 
 def _read_csv_column(path, column):

@@ -12,6 +12,7 @@ import torch
 from cald_brain.inference import IntentClassifier, package_model
 from cald_brain.distill import build_student, find_checkpoint
 from cald_brain.lobes import build_wav2vec2_classifier
+from cald_brain.dataio import read_audio
 from conftest import MINI, RECIPE, run_recipe, tiny_overrides
 
 if str(RECIPE) not in sys.path:
@@ -44,7 +45,7 @@ def test_packaged_student_classifies_a_file(tiny_source, tmp_path):
     reference.load_state_dict(state)
     reference.eval()
     with torch.no_grad():
-        logits = reference(train.read_audio(str(wav), 16000).unsqueeze(0)).logits
+        logits = reference(read_audio(str(wav), 16000).unsqueeze(0)).logits
     probs = torch.softmax(logits, -1)[0]
     assert clf.hparams.label_encoder.decode_ndim(int(probs.argmax())) == label
     assert float(probs.max()) == pytest.approx(score, abs=1e-5)

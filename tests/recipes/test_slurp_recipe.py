@@ -15,6 +15,7 @@ import sys
 import pytest
 import torch
 
+from cald_brain.dataio import read_audio
 from conftest import MINI, RECIPE, run_recipe, tiny_overrides
 
 if str(RECIPE) not in sys.path:
@@ -106,11 +107,11 @@ def test_missing_and_unreadable_audio_name_the_file(tmp_path):
 
     missing = tmp_path / "gone.flac"
     with pytest.raises(FileNotFoundError, match="gone.flac"):
-        train.read_audio(str(missing), 16000)
+        read_audio(str(missing), 16000)
     bad = tmp_path / "bad.flac"
     bad.write_bytes(b"not audio at all")
     with pytest.raises(RuntimeError, match="bad.flac"):
-        train.read_audio(str(bad), 16000)
+        read_audio(str(bad), 16000)
 
 
 def test_other_sample_rate_is_resampled(tmp_path):
@@ -121,5 +122,5 @@ def test_other_sample_rate_is_resampled(tmp_path):
     tone = torch.sin(torch.arange(n) / 8000 * 2 * torch.pi * 440).numpy()
     path = tmp_path / "tone8k.wav"
     sf.write(path, tone, 8000)
-    sig = train.read_audio(str(path), 16000)
+    sig = read_audio(str(path), 16000)
     assert sig.dim() == 1 and abs(sig.shape[0] - 16000) <= 2
