@@ -28,6 +28,7 @@ Authors
 import io
 import logging
 import os
+import re
 import tempfile
 
 from hyperpyyaml import load_hyperpyyaml
@@ -187,6 +188,17 @@ def load_recipe_hparams(hparams_file, overrides=None, recipe_dir=None, save_dir=
     """
     path = resolve_hparams_path(hparams_file, recipe_dir)
     text = merge_hparams_text(path)
+    try:
+        hparams = load_hyperpyyaml(text, overrides)
+    except ValueError as err:
+        placeholder = re.match(r"'(.+)' is a !PLACEHOLDER", str(err))
+        if placeholder is None:
+            raise
+        key = placeholder.group(1)
+        raise ValueError(
+            f"{path}: '{key}' has no default; give it on the command line, "
+            f"e.g. --{key} <value>."
+        ) from None
     if save_dir is None:
         save_dir = tempfile.mkdtemp(prefix="cald_hparams_")
     os.makedirs(save_dir, exist_ok=True)
@@ -194,6 +206,5 @@ def load_recipe_hparams(hparams_file, overrides=None, recipe_dir=None, save_dir=
     with open(merged_file, "w", encoding="utf-8") as fout:
         fout.write(f"# Generated from {os.path.abspath(path)} and its base.\n")
         fout.write(text)
-    hparams = load_hyperpyyaml(text, overrides)
     logger.debug("Loaded hparams from %s (merged copy: %s)", path, merged_file)
     return hparams, merged_file

@@ -88,3 +88,10 @@ def test_file_without_base_loads_as_is(tmp_path):
     (tmp_path / "plain.yaml").write_text("a: 1\nb: !ref <a>\n")
     hp, _ = load_recipe_hparams(str(tmp_path / "plain.yaml"))
     assert hp == {"a": 1, "b": 1}
+
+
+def test_missing_placeholder_names_the_command_line_option(tmp_path):
+    (tmp_path / "base.yaml").write_text("data_folder: !PLACEHOLDER\nlr: 0.1\n")
+    (tmp_path / "mode.yaml").write_text("base_hparams: base.yaml\nlr: 0.2\n")
+    with pytest.raises(ValueError, match=r"'data_folder' has no default.*--data_folder <value>"):
+        load_recipe_hparams("mode.yaml", None, recipe_dir=str(tmp_path))
