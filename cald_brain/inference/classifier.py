@@ -18,9 +18,10 @@ import logging
 import os
 
 import torch
-from speechbrain.dataio import audio_io
 from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.fetching import FetchConfig, LocalStrategy
+
+from cald_brain.dataio import read_audio
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +38,9 @@ class IntentClassifier(Pretrained):
 
     Example
     -------
-    >>> from cald_brain.lobes import build_wav2vec2_classifier
+    >>> from cald_brain.lobes import build_speech_classifier
     >>> from speechbrain.dataio.encoder import CategoricalEncoder
-    >>> cfg = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+    >>> cfg = dict(model_type="wav2vec2", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
     ...     intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 4),
     ...     conv_kernel=(10, 8), num_conv_pos_embeddings=8,
     ...     num_conv_pos_embedding_groups=2)
@@ -47,7 +48,7 @@ class IntentClassifier(Pretrained):
     >>> encoder.update_from_iterable(["alarm_set", "play_music"])
     >>> encoder.ignore_len()
     >>> clf = IntentClassifier(
-    ...     modules={"model": build_wav2vec2_classifier(2, config=cfg)},
+    ...     modules={"model": build_speech_classifier(2, config=cfg)},
     ...     hparams={"label_encoder": encoder})
     >>> probs, score, index, labels = clf.classify_batch(torch.randn(1, 4000))
     >>> probs.shape, labels[0] in ("alarm_set", "play_music")
@@ -56,6 +57,14 @@ class IntentClassifier(Pretrained):
 
     HPARAMS_NEEDED = ["label_encoder"]
     MODULES_NEEDED = ["model"]
+    # What cald_brain.inference.package_model adds for this interface.
+    INTERFACE_YAML = """
+audio_normalizer: !new:speechbrain.dataio.preprocess.AudioNormalizer
+    sample_rate: !ref <sample_rate>
+
+label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
+"""
+    PACKAGE_FILES = {"label_encoder": "label_encoder.txt"}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -142,13 +151,8 @@ class IntentClassifier(Pretrained):
         score : float
             Its posterior probability.
         """
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Audio file '{path}' does not exist.")
-        try:
-            audio, sample_rate = audio_io.load(path, channels_first=False)
-        except Exception as err:
-            raise RuntimeError(f"Could not read audio file '{path}': {err}") from err
-        signal = self.audio_normalizer(audio, sample_rate)
+        normalizer = self.audio_normalizer
+        signal = read_audio(path, normalizer.sample_rate, normalizer)
         _, score, _, labels = self.classify_batch(signal.unsqueeze(0))
         return labels[0], float(score[0])
 

@@ -1,20 +1,28 @@
-"""Pack a trained CALD classifier into a SpeechBrain pretrained-model folder.
+"""Pack a trained CALD model into a SpeechBrain pretrained-model folder.
 
-The folder holds:
+Any task kind works (classifiers now; ASR, speaker, text and LM models use
+the same mechanism): the folder holds
 
-* ``hyperparams.yaml``: inference only; rebuilds the architecture from the
-  encoder's HF config and the mixer spec (no download, no training keys);
-* ``model.ckpt``: the weights (state dict of the whole classifier);
-* ``label_encoder.txt``: the label encoder written during training.
+* ``hyperparams.yaml``: inference only; rebuilds the architecture with the
+  model's own builder (``!apply:``) from its saved keyword arguments (the HF
+  config, not the weights: no download) and the mixer spec, then declares
+  what the interface needs;
+* ``model.ckpt``: the weights (state dict of the whole model);
+* the interface's own files (e.g. ``label_encoder.txt``).
 
 Training writes the spec (``model_spec.json``) next to its checkpoints with
 :func:`write_model_spec`; :func:`package_model` reads it and copies the best
-checkpoint.
+checkpoint. A model class takes part by giving a ``builder`` (dotted name of
+a function) and a ``builder_kwargs()`` method; an interface class (a
+``speechbrain.inference.interfaces.Pretrained`` subclass) by giving
+``INTERFACE_YAML`` (its hparams, which may ``!ref`` the spec's ``hparams``)
+and ``PACKAGE_FILES`` (loadable name -> file of the run's save folder).
 
 Authors
  * cald-brain developers 2026
 """
 
+import importlib
 import json
 import logging
 import os
@@ -26,64 +34,79 @@ logger = logging.getLogger(__name__)
 
 MODEL_SPEC_FILE = "model_spec.json"
 
-INFERENCE_YAML = """\
+HEADER = """\
 # ############################################################################
-# Inference-only hyperparams of a CALD utterance classifier ({mode}).
-# Load with cald_brain.inference.IntentClassifier.from_hparams(source=<folder>).
+# Inference-only hyperparams of a CALD model ({mode}: {mixer_text}).
+# Load with {interface}.from_hparams(source=<this folder>).
 # Rebuilds the architecture (no network), then loads the weights.
 # ############################################################################
 
 pretrained_path: {pretrained_path}
-sample_rate: {sample_rate}
-n_classes: {n_classes}
+"""
+
+MODEL_YAML = """
 mixer: {mixer}
 mixer_kwargs: {mixer_kwargs}
-encoder_config: {encoder_config}
 
 model: !apply:cald_brain.distill.build_student
-    model: !apply:cald_brain.lobes.build_wav2vec2_classifier
-        n_classes: !ref <n_classes>
-        config: !ref <encoder_config>
-        freeze_feature_encoder: False
-        normalize_input: {normalize_input}
+    model: !apply:{builder}
+{builder_kwargs}
     mixer: !ref <mixer>
     mixer_kwargs: !ref <mixer_kwargs>
 
-audio_normalizer: !new:speechbrain.dataio.preprocess.AudioNormalizer
-    sample_rate: !ref <sample_rate>
-
-label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
-
 modules:
     model: !ref <model>
-
-pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
-    loadables:
-        model: !ref <model>
-        label_encoder: !ref <label_encoder>
-    paths:
-        model: !ref <pretrained_path>/model.ckpt
-        label_encoder: !ref <pretrained_path>/label_encoder.txt
 """
 
 
-def write_model_spec(model, save_folder, mixer=None, mixer_kwargs=None, sample_rate=16000, mode=None):
-    """Writes what rebuilding ``model`` needs (``<save_folder>/model_spec.json``).
+def _dotted_name(obj):
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def import_by_name(name):
+    """Imports ``package.module.attribute`` given as one dotted string.
 
     Arguments
     ---------
-    model : cald_brain.lobes.Wav2Vec2Classifier
-        The trained (possibly converted) classifier.
+    name : str
+
+    Returns
+    -------
+    object
+
+    Example
+    -------
+    >>> import_by_name("os.path.join") is os.path.join
+    True
+    """
+    module, _, attr = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ImportError(f"Cannot import '{name}': {err}") from err
+
+
+def write_model_spec(model, save_folder, interface, mixer=None, mixer_kwargs=None, mode=None, hparams=None):
+    """Writes what rebuilding ``model`` for inference needs (``<save_folder>/model_spec.json``).
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        The trained (possibly converted) model; its class gives ``builder``
+        and ``builder_kwargs()`` (see the module docstring).
     save_folder : str
         The run's checkpoint folder.
+    interface : type or str
+        The SpeechBrain interface that will load the package (e.g.
+        :class:`cald_brain.inference.IntentClassifier`).
     mixer : str, optional
         The mixer that replaced the attention (None: a transformer).
     mixer_kwargs : dict, optional
         Its keyword arguments.
-    sample_rate : int
-        Sample rate of the model's input.
     mode : str, optional
         The CALD mode (recorded in the package).
+    hparams : dict, optional
+        Plain values the interface's YAML refers to (``sample_rate`` ...).
 
     Returns
     -------
@@ -91,80 +114,120 @@ def write_model_spec(model, save_folder, mixer=None, mixer_kwargs=None, sample_r
 
     Example
     -------
-    >>> from cald_brain.lobes import build_wav2vec2_classifier
-    >>> cfg = dict(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-    ...     intermediate_size=8, conv_dim=(4,), conv_stride=(5,), conv_kernel=(10,),
-    ...     num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)
-    >>> path = write_model_spec(build_wav2vec2_classifier(2, config=cfg),
-    ...     str(getfixture("tmpdir")))
-    >>> sorted(json.load(open(path)))[:3]
-    ['encoder_config', 'mixer', 'mixer_kwargs']
+    >>> from cald_brain.lobes import build_speech_classifier
+    >>> from cald_brain.inference import IntentClassifier
+    >>> cfg = dict(model_type="wav2vec2", hidden_size=8, num_hidden_layers=1,
+    ...     num_attention_heads=2, intermediate_size=8, conv_dim=(4,), conv_stride=(5,),
+    ...     conv_kernel=(10,), num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)
+    >>> path = write_model_spec(build_speech_classifier(2, config=cfg),
+    ...     str(getfixture("tmpdir")), IntentClassifier, hparams={"sample_rate": 16000})
+    >>> spec = json.load(open(path))
+    >>> spec["builder"], spec["builder_kwargs"]["n_classes"]
+    ('cald_brain.lobes.build_speech_classifier', 2)
     """
+    builder = getattr(model, "builder", None)
+    if builder is None or not hasattr(model, "builder_kwargs"):
+        raise TypeError(
+            f"{type(model).__name__} cannot be packaged: it needs a `builder` (dotted name of the "
+            "function that builds it) and a `builder_kwargs()` method."
+        )
+    interface_name = interface if isinstance(interface, str) else _dotted_name(interface)
     spec = {
-        "encoder_config": model.encoder.config.to_dict(),
+        "builder": builder,
+        "builder_kwargs": model.builder_kwargs(),
         "mixer": mixer,
         "mixer_kwargs": dict(mixer_kwargs) if mixer_kwargs else None,
         "mode": mode,
-        "n_classes": model.n_classes,
-        "normalize_input": bool(model.normalize_input),
-        "sample_rate": sample_rate,
+        "interface": interface_name,
+        "hparams": dict(hparams or {}),
     }
     os.makedirs(save_folder, exist_ok=True)
     path = os.path.join(save_folder, MODEL_SPEC_FILE)
-    with open(path, "w", encoding="utf-8") as fo:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fo:
         json.dump(spec, fo, indent=1)
+    os.replace(tmp, path)
     return path
 
 
-def package_model(output_folder_or_checkpoint, dest, save_folder=None):
-    """Packs a trained classifier into a folder that ``IntentClassifier`` loads.
+def _yaml_kwargs(kwargs, indent):
+    pad = " " * indent
+    return "\n".join(f"{pad}{key}: {json.dumps(value)}" for key, value in kwargs.items())
+
+
+def package_model(output_folder_or_checkpoint, dest, save_folder=None, max_key=None, min_key=None):
+    """Packs a trained model into a folder that its interface loads offline.
 
     Arguments
     ---------
     output_folder_or_checkpoint : str
-        A run's output folder (its best-``ACC`` checkpoint under ``save/`` is
-        used) or one ``CKPT+...`` folder.
+        A run's output folder (its best checkpoint under ``save/`` is used)
+        or one ``CKPT+...`` folder.
     dest : str
         The package folder (created).
     save_folder : str, optional
-        Where ``model_spec.json`` and ``label_encoder.txt`` are; by default
+        Where ``model_spec.json`` and the interface's files are; by default
         ``<output_folder>/save`` or the checkpoint's parent folder.
+    max_key, min_key : str, optional
+        The checkpoint meta key that selects the best checkpoint; by default
+        the key the run recorded (``select_key`` in its spec), else ``ACC``.
 
     Returns
     -------
     dest : str
     """
     src = os.path.abspath(output_folder_or_checkpoint)
-    if os.path.isfile(os.path.join(src, "model.ckpt")):
-        ckpt = os.path.join(src, "model.ckpt")
-        save_folder = save_folder or os.path.dirname(src)
-    else:
-        save_folder = save_folder or os.path.join(src, "save")
-        ckpt = find_checkpoint(save_folder, max_key="ACC")
+    direct = os.path.isfile(os.path.join(src, "model.ckpt"))
+    save_folder = save_folder or (os.path.dirname(src) if direct else os.path.join(src, "save"))
     spec_path = os.path.join(save_folder, MODEL_SPEC_FILE)
-    labels = os.path.join(save_folder, "label_encoder.txt")
-    for needed in (spec_path, labels):
-        if not os.path.isfile(needed):
-            raise FileNotFoundError(
-                f"package_model: '{needed}' not found; was the run made by a "
-                "recipe that writes it (e.g. recipes/SLURP/train.py)?"
-            )
+    if not os.path.isfile(spec_path):
+        raise FileNotFoundError(
+            f"package_model: '{spec_path}' not found; was the run made by a recipe that "
+            "writes it (cald_brain.recipe.run_recipe does)?"
+        )
     with open(spec_path, encoding="utf-8") as fi:
         spec = json.load(fi)
+    if direct:
+        ckpt = os.path.join(src, "model.ckpt")
+    else:
+        if max_key is None and min_key is None:
+            key, goal = spec.get("hparams", {}).get("select_key", "ACC"), spec.get("hparams", {}).get("select_mode", "max")
+            max_key, min_key = (key, None) if goal == "max" else (None, key)
+        ckpt = find_checkpoint(save_folder, max_key=max_key, min_key=min_key)
+    interface = import_by_name(spec["interface"])
+    files = dict(getattr(interface, "PACKAGE_FILES", {}))
+    for name in files.values():
+        if not os.path.isfile(os.path.join(save_folder, name)):
+            raise FileNotFoundError(
+                f"package_model: '{os.path.join(save_folder, name)}' not found; "
+                f"{spec['interface']} needs it."
+            )
     dest = os.path.abspath(dest)
     os.makedirs(dest, exist_ok=True)
     shutil.copyfile(ckpt, os.path.join(dest, "model.ckpt"))
-    shutil.copyfile(labels, os.path.join(dest, "label_encoder.txt"))
-    text = INFERENCE_YAML.format(
+    for name in files.values():
+        shutil.copyfile(os.path.join(save_folder, name), os.path.join(dest, name))
+
+    hparams = {k: v for k, v in spec.get("hparams", {}).items() if k not in ("select_key", "select_mode")}
+    loadables = {"model": "model.ckpt", **files}
+    text = HEADER.format(
         mode=spec.get("mode") or "unknown mode",
+        mixer_text=spec["mixer"] or "transformer",
+        interface=spec["interface"],
         pretrained_path=json.dumps(dest),
-        sample_rate=spec["sample_rate"],
-        n_classes=spec["n_classes"],
+    )
+    text += "".join(f"{key}: {json.dumps(value)}\n" for key, value in hparams.items())
+    text += MODEL_YAML.format(
         mixer=json.dumps(spec["mixer"]),
         mixer_kwargs=json.dumps(spec["mixer_kwargs"]),
-        encoder_config=json.dumps(spec["encoder_config"]),
-        normalize_input=spec["normalize_input"],
+        builder=spec["builder"],
+        builder_kwargs=_yaml_kwargs(spec["builder_kwargs"], 8),
     )
+    text += getattr(interface, "INTERFACE_YAML", "")
+    text += "\npretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n    loadables:\n"
+    text += "".join(f"        {name}: !ref <{name}>\n" for name in loadables)
+    text += "    paths:\n"
+    text += "".join(f"        {name}: !ref <pretrained_path>/{file}\n" for name, file in loadables.items())
     with open(os.path.join(dest, "hyperparams.yaml"), "w", encoding="utf-8") as fo:
         fo.write(text)
     logger.info("Packaged %s into %s", ckpt, dest)

@@ -4,8 +4,16 @@ Authors
  * cald-brain developers 2026
 """
 
-from cald_brain.lobes.wav2vec2_classifier import (  # noqa: F401
+from cald_brain.lobes.speech_classifier import (  # noqa: F401
     ClassifierOutput,
-    Wav2Vec2Classifier,
-    build_wav2vec2_classifier,
+    SpeechClassifier,
+    build_speech_classifier,
+    masked_mean,
+)
+from cald_brain.lobes.speech_encoders import (  # noqa: F401
+    EncoderOutput,
+    Wav2Vec2Encoder,
+    WhisperEncoder,
+    WhisperLogMel,
+    build_speech_encoder,
 )

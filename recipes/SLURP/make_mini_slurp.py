@@ -46,10 +46,33 @@ version.
 Counts are sentences per intent; the capacity is a few hundred distinct
 sentences per intent, beyond which the script stops with an error.
 
+The ``demo`` preset (``--preset demo``) makes a larger corpus for a real
+result: 10 intents with 10 phrasings (templates) each, more slot fillers,
+and per intent 80 train, 10 devel and 20 test readings (1,100 headset files,
+about 1.9 s each; no far-field files and no train_synthetic unless asked
+for). Its counts are readings per intent: a train sentence may be read by up
+to 3 speakers (one entry, several recordings, as in SLURP); devel and test
+sentences are read once; no sentence is in two splits. Its readers are every
+accent x variant pair of ``DEMO_VOICES`` (train 4 x 6, devel 1 x 4, test
+3 x 5), with accents *and* variants disjoint between the splits. Per intent,
+``--held-out`` (2) phrasings, drawn with the seed, are kept out of train and
+devel and read in test only, by a fifth of its readings. Each demo entry has
+two fields that real SLURP lacks: ``phrasing`` ("alarm_set/3": the
+template's index in ``demo_phrasings(intent)``) and ``unseen_phrasing``
+(true for the held-out ones); metadata.json also lists ``phrasings`` (name ->
+template) and ``held_out_phrasings``.
+
+``ensure_corpus(out, preset="demo", seed=1234)`` is the way to get a corpus
+from code: it returns at once when ``out`` holds a complete corpus of the
+same settings (a marker file, ``.corpus_complete.json``, written last), and
+otherwise builds it in a temporary sibling folder that is renamed into place
+when complete, so that a killed generation is never used.
+
 Usage:
     python make_mini_slurp.py                       # the committed mini corpus
     python make_mini_slurp.py --out /data/slurp_big --n-train 60 --n-synth 40 \
         --n-devel 15 --n-test 15
+    python make_mini_slurp.py --preset demo --out /data/slurp_demo --ensure
 
 Requires the ``espeak-ng`` binary (``apt-get install -y espeak-ng``).
 
@@ -58,13 +81,19 @@ Authors
 """
 
 import argparse
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import uuid
 
 import numpy as np
 import scipy.signal
@@ -204,6 +233,74 @@ INTENTS = {
     ),
 }
 
+# More phrasings per intent, used by the "demo" preset only (the mini corpus
+# draws from the templates above). With them every intent has 10 phrasings;
+# a phrasing is named "<intent>/<index>", indexing INTENTS' templates first
+# and these after them.
+DEMO_TEMPLATES = {
+    "alarm_set": [
+        "get me up at {time}",
+        "i want to wake up at {time} {date}",
+        "make an alarm for {time}",
+        "can you set an alarm for {weekday} at {time}",
+    ],
+    "alarm_remove": [
+        "turn off my {time} alarm",
+        "get rid of the alarm for {time}",
+        "stop the alarm for {date}",
+        "i do not need the {time} alarm anymore",
+    ],
+    "weather_query": [
+        "how is the weather {date}",
+        "do i need an umbrella in {place_name}",
+        "what will the weather be like on {weekday}",
+        "tell me the forecast for {place_name}",
+    ],
+    "play_music": [
+        "start playing {artist_name}",
+        "i would like to hear some {music_genre}",
+        "can you play {song_name} for me",
+        "shuffle my {playlist_name} playlist",
+    ],
+    "iot_hue_lightoff": [
+        "shut off the lights in the {house_place}",
+        "turn the {house_place} lights off",
+        "no more lights in the {house_place}",
+        "switch the lights off",
+        "darken the {house_place}",
+    ],
+    "iot_hue_lighton": [
+        "switch the lights on",
+        "brighten up the {house_place}",
+        "put the lights on in the {house_place}",
+        "light up the {house_place}",
+        "it is too dark in the {house_place}",
+    ],
+    "calendar_query": [
+        "what meetings do i have on {weekday}",
+        "check my calendar for {date}",
+        "is anything planned for {date}",
+        "what time is my {event_name}",
+        "show me my appointments {date}",
+    ],
+    "general_joke": [
+        "got any {joke_type} jokes",
+        "can you tell me something {joke_type}",
+    ],
+    "news_query": [
+        "what is happening in the world",
+        "tell me the {news_topic} headlines",
+        "what does {media_type} say {date}",
+        "catch me up on {news_topic}",
+        "any updates on {news_topic}",
+    ],
+    "email_query": [
+        "show me emails from {person}",
+        "is there any mail from {person}",
+        "what is in my inbox",
+    ],
+}
+
 # slot -> (entity type, fillers). Most slots are named after their SLURP
 # entity type; ``weekday`` is a second pool of ``date`` fillers.
 SLOTS = {
@@ -307,6 +404,38 @@ SLOTS = {
     ),
 }
 
+# More fillers per slot for the "demo" preset (the mini corpus draws from
+# SLOTS alone): its 1,100 readings need more distinct sentences.
+DEMO_FILLERS = {
+    "time": ["seven thirty", "five fifteen", "midnight"],
+    "date": ["the day after tomorrow", "tomorrow morning", "this friday"],
+    "weekday": ["saturday"],
+    "place_name": ["rome", "sydney", "dublin"],
+    "weather_descriptor": ["foggy", "stormy", "hot"],
+    "music_genre": ["blues", "hip hop", "metal"],
+    "song_name": ["hello", "thriller", "yesterday"],
+    "artist_name": ["taylor swift", "coldplay", "drake"],
+    "playlist_name": ["road trip", "study", "relax"],
+    "house_place": ["dining room", "basement"],
+    "event_name": ["haircut", "book club", "piano lesson"],
+    "timeofday": ["night", "lunchtime"],
+    "joke_type": [
+        "knock knock",
+        "dad",
+        "clean",
+        "animal",
+        "christmas",
+        "pirate",
+    ],
+    "news_topic": ["world", "health", "entertainment", "local"],
+    "media_type": ["the guardian", "fox news", "npr"],
+    "person": ["james", "anna", "tom"],
+}
+DEMO_SLOTS = {
+    slot: (entity_type, fillers + DEMO_FILLERS.get(slot, []))
+    for slot, (entity_type, fillers) in SLOTS.items()
+}
+
 # Optional words around a command (SLURP users address the device as "olly"),
 # each used with a small probability.
 PREFIXES = ["olly", "please", "hey olly", "okay olly"]
@@ -404,6 +533,40 @@ LEXICON = {
     "you": ("-PRON-", "PRP"),
     "your": ("-PRON-", "PRP$"),
 }
+# Words that only DEMO_TEMPLATES use (none of them occurs in the mini corpus).
+LEXICON.update(
+    {
+        "anymore": ("anymore", "RB"),
+        "after": ("after", "IN"),
+        "anything": ("anything", "NN"),
+        "appointments": ("appointment", "NNS"),
+        "brighten": ("brighten", "VB"),
+        "can": ("can", "MD"),
+        "catch": ("catch", "VB"),
+        "darken": ("darken", "VB"),
+        "does": ("do", "VBZ"),
+        "get": ("get", "VB"),
+        "got": ("get", "VBD"),
+        "happening": ("happen", "VBG"),
+        "like": ("like", "IN"),
+        "more": ("more", "JJR"),
+        "no": ("no", "DT"),
+        "not": ("not", "RB"),
+        "of": ("of", "IN"),
+        "planned": ("plan", "VBN"),
+        "playing": ("play", "VBG"),
+        "rid": ("rid", "VBN"),
+        "show": ("show", "VB"),
+        "shuffle": ("shuffle", "VB"),
+        "shut": ("shut", "VB"),
+        "start": ("start", "VB"),
+        "stop": ("stop", "VB"),
+        "there": ("there", "EX"),
+        "too": ("too", "RB"),
+        "updates": ("update", "NNS"),
+        "would": ("would", "MD"),
+    }
+)
 NUMBER_WORDS = {
     "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
     "fifteen", "thirty", "forty",
@@ -437,6 +600,51 @@ FEMALE_VARIANTS = {"f1", "f2", "f3", "f4", "f5", "linda", "steph", "belinda"}
 # The "text-to-speech engine" of train_synthetic: plain accent voices.
 SYNTH_VOICES = ["en-us", "en-gb", "en-gb-x-rp", "en-029"]
 
+# The "demo" preset's readers: every accent x variant pair of a split is one
+# speaker. Accents *and* variants are disjoint between the three splits, so
+# devel and test are new voices in a dialect never heard in training.
+DEMO_VOICES = {
+    "train": (
+        ["en-us", "en-gb", "en-gb-scotland", "en-029"],
+        ["m1", "m3", "m5", "f1", "f3", "klatt"],
+    ),
+    "devel": (["en-gb-x-gbclan"], ["m2", "m7", "f2", "klatt2"]),
+    "test": (
+        ["en-us-nyc", "en-gb-x-rp", "en-gb-x-gbcwmd"],
+        ["m4", "m6", "f4", "f5", "klatt3"],
+    ),
+}
+# Its text-to-speech engine (train_synthetic, when asked for) speaks with the
+# plain train accents only.
+DEMO_SYNTH_VOICES = DEMO_VOICES["train"][0]
+# Words per minute of the demo's readers: slower than the mini corpus, for
+# clips of about 1.9 s on average.
+DEMO_SPEED = (140, 175)
+# At most this many demo speakers read the same train sentence.
+DEMO_MAX_READINGS = 3
+
+# Presets: sentences per intent and the kind of corpus. ``held_out`` is the
+# number of phrasings per intent kept out of train and devel (read in test
+# only); ``far_field`` whether real readings also get a far-field file.
+PRESETS = {
+    "mini": {
+        "n_train": 4,
+        "n_devel": 2,
+        "n_test": 2,
+        "n_synth": 2,
+        "held_out": 0,
+        "far_field": True,
+    },
+    "demo": {
+        "n_train": 80,
+        "n_devel": 10,
+        "n_test": 20,
+        "n_synth": 0,
+        "held_out": 2,
+        "far_field": False,
+    },
+}
+
 
 def make_speakers(split, rng):
     """Returns the reader pool of a split: espeak-ng voice, pitch, speed, id.
@@ -457,25 +665,43 @@ def make_speakers(split, rng):
     speakers = []
     for i, variant in enumerate(VARIANTS[split]):
         accent = ACCENTS[(i + offset) % len(ACCENTS)]
-        if variant in FEMALE_VARIANTS:
-            gender = "F"
-        elif variant.startswith("klatt"):
-            gender = "UNK"
-        else:
-            gender = "M"
-        speakers.append(
-            {
-                # SLURP's usrid pattern: Gender, native language, number.
-                "usrid": f"{gender}E-{100 * (1 + offset) + i:03d}",
-                "voice": f"{accent}+{variant}",
-                "pitch": rng.randint(30, 70),
-                "speed": rng.randint(185, 225),
-                # Close-talk peak level, -24 to -18 dBFS: real recordings are
-                # not normalised, and a low level keeps the FLAC files small.
-                "gain": rng.uniform(0.06, 0.12),
-            }
-        )
+        speakers.append(_speaker(split, i, accent, variant, (185, 225), rng))
     return speakers
+
+
+def make_demo_speakers(split, rng):
+    """Returns the reader pool of a split of the "demo" preset.
+
+    One speaker per accent x variant pair of ``DEMO_VOICES[split]``, with its
+    own pitch, speed and level (see ``make_speakers``).
+    """
+    accents, variants = DEMO_VOICES[split]
+    pairs = [(a, v) for a in accents for v in variants]
+    return [
+        _speaker(split, i, accent, variant, DEMO_SPEED, rng)
+        for i, (accent, variant) in enumerate(pairs)
+    ]
+
+
+def _speaker(split, index, accent, variant, speeds, rng):
+    """One reader: SLURP-style usrid, espeak-ng voice, pitch, speed, gain."""
+    offset = {"train": 0, "devel": 3, "test": 5}[split]
+    if variant in FEMALE_VARIANTS:
+        gender = "F"
+    elif variant.startswith("klatt"):
+        gender = "UNK"
+    else:
+        gender = "M"
+    return {
+        # SLURP's usrid pattern: Gender, native language, number.
+        "usrid": f"{gender}E-{100 * (1 + offset) + index:03d}",
+        "voice": f"{accent}+{variant}",
+        "pitch": rng.randint(30, 70),
+        "speed": rng.randint(*speeds),
+        # Close-talk peak level, -24 to -18 dBFS: real recordings are not
+        # normalised, and a low level keeps the FLAC files small.
+        "gain": rng.uniform(0.06, 0.12),
+    }
 
 
 # --------------------------------------------------------------------------
@@ -483,7 +709,16 @@ def make_speakers(split, rng):
 # --------------------------------------------------------------------------
 
 
-def make_sentence(intent, rng):
+def draw_decoration(rng):
+    """Optional words around a command: (prefix, suffix), either may be ""."""
+    prefix = rng.choice(PREFIXES) if rng.random() < P_PREFIX else ""
+    suffix = rng.choice(SUFFIXES) if rng.random() < P_SUFFIX else ""
+    if prefix == suffix == "please":
+        suffix = ""
+    return prefix, suffix
+
+
+def make_sentence(intent, rng, template=None, decoration=None, slots=None):
     """Fills a random template of an intent, with SLURP's annotations.
 
     Arguments
@@ -492,22 +727,28 @@ def make_sentence(intent, rng):
         A key of ``INTENTS``.
     rng : random.Random
         Source of the template, fillers, prefix and suffix.
+    template : str, optional
+        The template to fill; by default one of ``INTENTS[intent]`` at random.
+    decoration : tuple of str, optional
+        (prefix, suffix) words around the command; by default drawn with
+        ``draw_decoration``.
+    slots : dict, optional
+        slot -> (entity type, fillers); by default ``SLOTS``.
 
     Returns
     -------
     dict
         sentence, sentence_annotation, tokens, entities (SLURP fields).
     """
-    _, _, templates = INTENTS[intent]
-    template = rng.choice(templates)
-    prefix = rng.choice(PREFIXES) if rng.random() < P_PREFIX else ""
-    suffix = rng.choice(SUFFIXES) if rng.random() < P_SUFFIX else ""
-    if prefix == suffix == "please":
-        suffix = ""
+    if template is None:
+        template = rng.choice(INTENTS[intent][2])
+    if decoration is None:
+        decoration = draw_decoration(rng)
+    prefix, suffix = decoration
     words, annotation, entities = [], [], []
     for part in f"{prefix} {template} {suffix}".split():
         if part.startswith("{"):
-            entity_type, fillers = SLOTS[part.strip("{}")]
+            entity_type, fillers = (slots or SLOTS)[part.strip("{}")]
             filler = rng.choice(fillers).split()
             span = list(range(len(words), len(words) + len(filler)))
             entities.append({"span": span, "type": entity_type})
@@ -651,31 +892,54 @@ def write_flac(path, audio):
 # --------------------------------------------------------------------------
 
 
+def demo_phrasings(intent):
+    """The phrasings (templates) of an intent in the "demo" preset.
+
+    Phrasing ``k`` of an intent is named ``"<intent>/<k>"``: ``INTENTS``'
+    templates come first, then ``DEMO_TEMPLATES``.
+    """
+    return INTENTS[intent][2] + DEMO_TEMPLATES[intent]
+
+
 def plan_corpus(args, rng):
     """Decides every entry: split, intent, sentence, readers and file names.
 
     Arguments
     ---------
     args : argparse.Namespace
-        Counts per intent (n_train, n_devel, n_test, n_synth).
+        ``preset`` ("mini" or "demo"), counts per intent (n_train, n_devel,
+        n_test, n_synth), ``held_out`` (phrasings per intent read only in
+        test; demo only) and ``far_field`` (whether real readings get a
+        far-field file too).
     rng : random.Random
         The corpus' random source (seeded).
 
     Returns
     -------
     dict
-        split name -> list of entries; each entry has the SLURP fields and a
-        private "_jobs" list of what to synthesise.
+        split name -> list of entries; each entry has the SLURP fields (and,
+        in the demo preset, ``phrasing`` and ``unseen_phrasing``) and a
+        private "_jobs" list of what to synthesise. With the demo preset the
+        dict also holds "_held_out": intent -> held-out phrasing indices.
     """
-    speakers = {s: make_speakers(s, rng) for s in ("train", "devel", "test")}
+    demo = args.preset == "demo"
+    make = make_demo_speakers if demo else make_speakers
+    speakers = {s: make(s, rng) for s in ("train", "devel", "test")}
     counts = {
         "train": args.n_train,
         "devel": args.n_devel,
         "test": args.n_test,
         "train_synthetic": args.n_synth,
     }
+    held_out = {}
+    if demo:
+        for intent in INTENTS:
+            n_phrasings = len(demo_phrasings(intent))
+            held_out[intent] = sorted(
+                rng.sample(range(n_phrasings), args.held_out)
+            )
     used_sentences, used_ids = set(), set()
-    slurp_id = 1000
+    next_id = [1000]
 
     def new_file_id():
         # Real SLURP audio ids look like unix times, some negative.
@@ -687,95 +951,271 @@ def plan_corpus(args, rng):
                 used_ids.add(value)
                 return value
 
+    def synth_job(voices):
+        voice = rng.choice(voices)
+        file = f"audio-{new_file_id()}.flac"
+        return {
+            "folder": "slurp_synth",
+            "voice": voice,
+            "pitch": 50,
+            "speed": rng.randint(175, 205),
+            "gain": 0.1,
+            "clean_file": file,
+            "far_field_file": None,
+            "usrid": None,
+        }
+
+    def real_job(split, speaker):
+        file_id = new_file_id()
+        headset = f"audio-{file_id}-headset.flac"
+        far = f"audio-{file_id}.flac" if args.far_field else None
+        if far and split == "train" and rng.random() < 0.1:
+            # far-field channel lost, as in SLURP; only in train, so that
+            # both channels are fully evaluable
+            far = None
+        return {
+            "folder": "slurp_real",
+            "voice": speaker["voice"],
+            # readings vary a little around the speaker
+            "pitch": speaker["pitch"] + rng.randint(-4, 4),
+            "speed": speaker["speed"] + rng.randint(-8, 8),
+            "gain": speaker["gain"],
+            "clean_file": headset,
+            "far_field_file": far,
+            "usrid": speaker["usrid"],
+        }
+
+    def new_record(intent, fields, jobs, phrasing=None):
+        record = {
+            "slurp_id": next_id[0],
+            "intent": intent,
+            "fields": fields,
+            "jobs": jobs,
+            "phrasing": phrasing,
+        }
+        next_id[0] += 1
+        return record
+
     plan = {}
     for split, per_intent in counts.items():
-        entries = []
-        for intent in INTENTS:
-            for _ in range(per_intent):
-                for _attempt in range(1000):
-                    fields = make_sentence(intent, rng)
-                    if fields["sentence"] not in used_sentences:
-                        break
-                else:
-                    raise RuntimeError(
-                        f"Ran out of distinct sentences for {intent}; "
-                        "add templates or fillers, or lower the counts."
+        records = []
+        if not demo:
+            for intent in INTENTS:
+                for _ in range(per_intent):
+                    fields = _mini_sentence(intent, used_sentences, rng)
+                    used_sentences.add(fields["sentence"])
+                    if split == "train_synthetic":
+                        jobs = [synth_job(SYNTH_VOICES)]
+                    else:
+                        # Every eighth train sentence is read by two
+                        # speakers, as many are in SLURP; held-out ones once
+                        # (corpus size).
+                        two = split == "train" and len(records) % 8 == 0
+                        readers = rng.sample(speakers[split], 2 if two else 1)
+                        jobs = [real_job(split, s) for s in readers]
+                    records.append(new_record(intent, fields, jobs))
+        else:
+            # Counts are readings. A train sentence may be read by up to
+            # DEMO_MAX_READINGS speakers (one entry, several recordings, as in
+            # SLURP), so that phrasings with few forms are not pushed to
+            # their rare "olly ... thanks" forms; devel and test sentences are
+            # read once. No sentence is in two splits.
+            cap = DEMO_MAX_READINGS if split == "train" else 1
+            by_sentence = {}
+
+            def usable(sentence):
+                if sentence in used_sentences:
+                    return False
+                record = by_sentence.get(sentence)
+                return record is None or len(record["jobs"]) < cap
+
+            for intent in INTENTS:
+                n_phrasings = len(demo_phrasings(intent))
+                schedule = phrasing_schedule(
+                    split, per_intent, n_phrasings, held_out[intent], rng
+                )
+                for k in range(per_intent):
+                    phrasing, fields = _demo_sentence(
+                        intent, schedule[k], held_out[intent], usable, rng
                     )
-                used_sentences.add(fields["sentence"])
-                scenario, action, _ = INTENTS[intent]
-                has_entities = bool(fields["entities"])
-                jobs, recordings = [], []
-                if split == "train_synthetic":
-                    voice = rng.choice(SYNTH_VOICES)
-                    file = f"audio-{new_file_id()}.flac"
-                    jobs.append(
-                        {
-                            "folder": "slurp_synth",
-                            "voice": voice,
-                            "pitch": 50,
-                            "speed": rng.randint(175, 205),
-                            "gain": 0.1,
-                            "clean_file": file,
-                            "far_field_file": None,
-                            "usrid": None,
-                        }
-                    )
-                    recordings.append(file)
-                else:
-                    # Every eighth train sentence is read by two speakers, as
-                    # many are in SLURP; held-out ones once (corpus size).
-                    two = split == "train" and len(entries) % 8 == 0
-                    n_readers = 2 if two else 1
-                    for speaker in rng.sample(speakers[split], n_readers):
-                        file_id = new_file_id()
-                        headset = f"audio-{file_id}-headset.flac"
-                        far = f"audio-{file_id}.flac"
-                        if split == "train" and rng.random() < 0.1:
-                            # far-field channel lost, as in SLURP; only in
-                            # train, so that both channels are fully evaluable
-                            far = None
-                        jobs.append(
-                            {
-                                "folder": "slurp_real",
-                                "voice": speaker["voice"],
-                                # readings vary a little around the speaker
-                                "pitch": speaker["pitch"] + rng.randint(-4, 4),
-                                "speed": speaker["speed"] + rng.randint(-8, 8),
-                                "gain": speaker["gain"],
-                                "clean_file": headset,
-                                "far_field_file": far,
-                                "usrid": speaker["usrid"],
-                            }
+                    record = by_sentence.get(fields["sentence"])
+                    if split == "train_synthetic":
+                        job = synth_job(DEMO_SYNTH_VOICES)
+                    else:
+                        reading = (
+                            {j["usrid"] for j in record["jobs"]}
+                            if record
+                            else ()
                         )
-                        recordings.extend(f for f in (headset, far) if f)
-                entry = {
-                    "slurp_id": slurp_id,
-                    "sentence": fields["sentence"],
-                    "sentence_annotation": fields["sentence_annotation"],
-                    "intent": intent,
-                    "action": action,
-                    "tokens": fields["tokens"],
-                    "scenario": scenario,
-                    "recordings": [
-                        {
-                            "file": f,
-                            "wer": 0.0,
-                            "ent_wer": 0.0 if has_entities else None,
-                            "status": "correct",
-                        }
-                        for f in recordings
-                    ],
-                    "entities": fields["entities"],
-                    "_jobs": jobs,
-                }
-                slurp_id += 1
-                entries.append(entry)
+                        free = [
+                            s
+                            for s in speakers[split]
+                            if s["usrid"] not in reading
+                        ]
+                        job = real_job(split, rng.choice(free))
+                    if record is None:
+                        record = new_record(intent, fields, [job], phrasing)
+                        by_sentence[fields["sentence"]] = record
+                        records.append(record)
+                    else:
+                        record["jobs"].append(job)
+            used_sentences.update(by_sentence)
+        entries = [_entry(record, held_out) for record in records]
         rng.shuffle(entries)
         plan[split] = entries
+    if demo:
+        plan["_held_out"] = held_out
     return plan
 
 
-def render(plan, out, seed, exe):
+def _entry(record, held_out):
+    """The jsonl entry (SLURP fields, and "_jobs") of a planned sentence."""
+    intent, fields, jobs = record["intent"], record["fields"], record["jobs"]
+    scenario, action, _ = INTENTS[intent]
+    has_entities = bool(fields["entities"])
+    recordings = [
+        file
+        for job in jobs
+        for file in (job["clean_file"], job["far_field_file"])
+        if file
+    ]
+    entry = {
+        "slurp_id": record["slurp_id"],
+        "sentence": fields["sentence"],
+        "sentence_annotation": fields["sentence_annotation"],
+        "intent": intent,
+        "action": action,
+        "tokens": fields["tokens"],
+        "scenario": scenario,
+        "recordings": [
+            {
+                "file": file,
+                "wer": 0.0,
+                "ent_wer": 0.0 if has_entities else None,
+                "status": "correct",
+            }
+            for file in recordings
+        ],
+        "entities": fields["entities"],
+    }
+    if record["phrasing"] is not None:
+        # Not in real SLURP: which template the sentence fills, and whether
+        # that template is missing from train and devel.
+        entry["phrasing"] = f"{intent}/{record['phrasing']}"
+        entry["unseen_phrasing"] = record["phrasing"] in held_out[intent]
+    entry["_jobs"] = jobs
+    return entry
+
+
+def _mini_sentence(intent, used, rng):
+    """A sentence of any template of an intent, not in ``used``."""
+    for _attempt in range(1000):
+        fields = make_sentence(intent, rng)
+        if fields["sentence"] not in used:
+            return fields
+    raise RuntimeError(
+        f"Ran out of distinct sentences for {intent}; "
+        "add templates or fillers, or lower the counts."
+    )
+
+
+def phrasing_schedule(split, n, n_phrasings, held_out, rng):
+    """Which phrasing each of the ``n`` sentences of an intent should fill.
+
+    Train, devel and train_synthetic cycle through the phrasings not held
+    out, in a random order, so that each is used about equally. Test does the
+    same but gives the held-out phrasings their share,
+    ``round(n * len(held_out) / n_phrasings)`` sentences (at least one when
+    ``n >= 2``): about 20 % with 2 of 10 phrasings held out.
+
+    Arguments
+    ---------
+    split : str
+        "train", "devel", "test" or "train_synthetic".
+    n : int
+        Sentences of the intent in the split.
+    n_phrasings : int
+        Phrasings of the intent.
+    held_out : list of int
+        Phrasings read in test only.
+    rng : random.Random
+        Source of the cycling order.
+
+    Returns
+    -------
+    list of int
+        ``n`` phrasing indices.
+    """
+    seen = [p for p in range(n_phrasings) if p not in held_out]
+    n_unseen = 0
+    if split == "test" and held_out:
+        n_unseen = round(n * len(held_out) / n_phrasings)
+        if n_unseen == 0 and n >= 2:
+            n_unseen = 1
+
+    def cycle(pool, k):
+        order = rng.sample(pool, len(pool))
+        return [order[i % len(order)] for i in range(k)]
+
+    return cycle(list(held_out), n_unseen) + cycle(seen, n - n_unseen)
+
+
+def _demo_sentence(intent, phrasing, held_out, usable, rng):
+    """A usable sentence of the scheduled phrasing, or of a phrasing like it.
+
+    The prefix and suffix words are drawn first, with their usual
+    probabilities, and kept while fillers are drawn: when ``phrasing`` gives
+    nothing usable in a few draws (a phrasing without slots has a single
+    form per decoration) the sentence goes to another phrasing of the same
+    pool (held out, or not held out). Only when the whole pool is used up
+    with that decoration are decorations drawn again. So sentences that must
+    differ from those of other splits do not pile up "olly ... thanks"
+    forms.
+
+    Arguments
+    ---------
+    intent : str
+        A key of ``INTENTS``.
+    phrasing : int
+        The scheduled phrasing (index into ``demo_phrasings(intent)``).
+    held_out : list of int
+        The intent's phrasings read in test only.
+    usable : callable
+        sentence -> whether it may be used.
+    rng : random.Random
+        Source of the sentences.
+
+    Returns
+    -------
+    phrasing : int
+        The phrasing used.
+    fields : dict
+        Output of ``make_sentence``.
+    """
+    templates = demo_phrasings(intent)
+    unseen = phrasing in held_out
+    pool = [
+        p
+        for p in range(len(templates))
+        if p != phrasing and (p in held_out) == unseen
+    ]
+    rng.shuffle(pool)
+    decoration = draw_decoration(rng)
+    for attempts, fixed in ((50, decoration), (2000, None)):
+        for candidate in [phrasing] + pool:
+            for _attempt in range(attempts):
+                fields = make_sentence(
+                    intent, rng, templates[candidate], fixed, DEMO_SLOTS
+                )
+                if usable(fields["sentence"]):
+                    return candidate, fields
+    raise RuntimeError(
+        f"Ran out of distinct sentences for {intent}; "
+        "add templates or fillers, or lower the counts."
+    )
+
+
+def render(plan, out, seed, exe, workers=1, progress=True):
     """Synthesises every planned recording into the corpus folders.
 
     Arguments
@@ -789,38 +1229,84 @@ def render(plan, out, seed, exe):
         so audio does not depend on the order of synthesis.
     exe : str
         Path of the espeak-ng executable.
+    workers : int
+        Processes that synthesise; 1 synthesises in this process. The files
+        do not depend on it.
+    progress : bool
+        Whether to show a progress bar.
 
     Returns
     -------
     dict
         split name -> total seconds of audio written.
     """
-    jobs = [
-        (split, entry["sentence"], job)
-        for split, entries in plan.items()
-        for entry in entries
-        for job in entry["_jobs"]
-    ]
-    seconds = {split: 0.0 for split in plan}
+    seconds = {split: 0.0 for split in plan if not split.startswith("_")}
     with tempfile.TemporaryDirectory() as tmp:
-        tmp_wav = os.path.join(tmp, "espeak.wav")
-        for split, sentence, job in tqdm(jobs, desc="synthesising"):
-            folder = os.path.join(out, job["folder"])
-            audio = synthesise(
-                exe, sentence, job["voice"], job["pitch"], job["speed"], tmp_wav
-            )
-            write_flac(
-                os.path.join(folder, job["clean_file"]), audio * job["gain"]
-            )
-            seconds[split] += len(audio) / SAMPLE_RATE
-            if job["far_field_file"]:
-                np_rng = np.random.default_rng(
-                    [seed, hash_name(job["far_field_file"])]
-                )
-                distant = far_field(audio, np_rng)
-                write_flac(os.path.join(folder, job["far_field_file"]), distant)
-                seconds[split] += len(distant) / SAMPLE_RATE
+        tasks = [
+            (out, seed, exe, tmp, split, entry["sentence"], job)
+            for split in seconds
+            for entry in plan[split]
+            for job in entry["_jobs"]
+        ]
+        bar = {
+            "desc": "synthesising",
+            "total": len(tasks),
+            "disable": not progress,
+        }
+        if workers <= 1 or len(tasks) < 2:
+            results = map(_render_one, tasks)
+            for split, duration in tqdm(results, **bar):
+                seconds[split] += duration
+        else:
+            # "spawn": a forked child of a process that already ran torch
+            # can hang in its thread pool.
+            with concurrent.futures.ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+            ) as pool:
+                results = pool.map(_render_one, tasks, chunksize=8)
+                for split, duration in tqdm(results, **bar):
+                    seconds[split] += duration
     return seconds
+
+
+def _init_worker():
+    """One torch thread per synthesis process, which ends with its parent.
+
+    A worker of a parent that was killed (SIGKILL, a timeout) would wait on
+    the task queue forever, so a thread ends it when the parent is gone.
+    """
+    torch.set_num_threads(1)
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _render_one(task):
+    """Synthesises and writes one reading (headset and far-field files).
+
+    Returns (split, seconds of audio written).
+    """
+    out, seed, exe, tmp, split, sentence, job = task
+    tmp_wav = os.path.join(tmp, f"espeak-{os.getpid()}.wav")
+    folder = os.path.join(out, job["folder"])
+    audio = synthesise(
+        exe, sentence, job["voice"], job["pitch"], job["speed"], tmp_wav
+    )
+    write_flac(os.path.join(folder, job["clean_file"]), audio * job["gain"])
+    seconds = len(audio) / SAMPLE_RATE
+    if job["far_field_file"]:
+        np_rng = np.random.default_rng([seed, hash_name(job["far_field_file"])])
+        distant = far_field(audio, np_rng)
+        write_flac(os.path.join(folder, job["far_field_file"]), distant)
+        seconds += len(distant) / SAMPLE_RATE
+    return split, seconds
 
 
 def hash_name(name):
@@ -834,6 +1320,11 @@ def hash_name(name):
 def write_text(plan, out):
     """Writes the jsonl files and metadata.json of the planned corpus.
 
+    With the demo preset, metadata.json also holds two keys that are not
+    SLURP ids: ``phrasings`` (phrasing name -> template) and
+    ``held_out_phrasings`` (the sorted names of the phrasings read in test
+    only).
+
     Arguments
     ---------
     plan : dict
@@ -844,6 +1335,8 @@ def write_text(plan, out):
     text_dir = os.path.join(out, "dataset", "slurp")
     metadata = {}
     for split, entries in plan.items():
+        if split.startswith("_"):
+            continue
         path = os.path.join(text_dir, f"{split}.jsonl")
         with open(path, "w", encoding="utf-8") as fout:
             for entry in entries:
@@ -866,10 +1359,393 @@ def write_text(plan, out):
                 "sentence_original": entry["sentence"],
                 "status": "correct",
             }
+    if "_held_out" in plan:
+        metadata["phrasings"] = {
+            f"{intent}/{k}": template
+            for intent in INTENTS
+            for k, template in enumerate(demo_phrasings(intent))
+        }
+        metadata["held_out_phrasings"] = [
+            f"{intent}/{k}"
+            for intent, held in plan["_held_out"].items()
+            for k in held
+        ]
     with open(
         os.path.join(text_dir, "metadata.json"), "w", encoding="utf-8"
     ) as fout:
         json.dump(metadata, fout)
+
+
+# --------------------------------------------------------------------------
+# Building a corpus
+# --------------------------------------------------------------------------
+
+# Written last into a corpus that ensure_corpus built; its "settings" say
+# which corpus it is.
+MARKER = ".corpus_complete.json"
+# Bumped whenever the same settings would give a different corpus, so that
+# ensure_corpus rebuilds corpora made by an older generator.
+GENERATOR_VERSION = 1
+CORPUS_PARTS = ("dataset", "slurp_real", "slurp_synth")
+INSTALL_HINT = "apt-get install -y espeak-ng sox"
+
+
+class EspeakNotFoundError(RuntimeError):
+    """espeak-ng, which synthesises the corpus, is not installed."""
+
+
+def corpus_settings(
+    preset="mini",
+    seed=1234,
+    n_train=None,
+    n_devel=None,
+    n_test=None,
+    n_synth=None,
+    held_out=None,
+    far_field=None,
+):
+    """The full description of a corpus: a preset, some values overridden.
+
+    Arguments
+    ---------
+    preset : str
+        A key of ``PRESETS``: "mini" (the committed corpus) or "demo".
+    seed : int
+        The corpus' random seed.
+    n_train, n_devel, n_test, n_synth : int, optional
+        Sentences per intent of train, devel, test and train_synthetic;
+        None keeps the preset's count.
+    held_out : int, optional
+        Phrasings per intent read in test only (demo preset; the mini preset
+        holds none out).
+    far_field : bool, optional
+        Whether real readings also get a far-field file.
+
+    Returns
+    -------
+    dict
+        preset, seed, n_train, n_devel, n_test, n_synth, held_out, far_field.
+
+    Raises
+    ------
+    ValueError
+        For an unknown preset or a count out of range.
+    """
+    if preset not in PRESETS:
+        raise ValueError(
+            f"preset must be one of {sorted(PRESETS)}, got {preset!r}"
+        )
+    overrides = {
+        "n_train": n_train,
+        "n_devel": n_devel,
+        "n_test": n_test,
+        "n_synth": n_synth,
+        "held_out": held_out,
+        "far_field": far_field,
+    }
+    settings = {"preset": preset, "seed": int(seed), **PRESETS[preset]}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    for key in ("n_train", "n_devel", "n_test", "n_synth", "held_out"):
+        settings[key] = int(settings[key])
+    settings["far_field"] = bool(settings["far_field"])
+    for key in ("n_train", "n_devel", "n_test"):
+        if settings[key] < 1:
+            raise ValueError(f"{key} must be at least 1")
+    if settings["n_synth"] < 0:
+        raise ValueError("n_synth must be at least 0")
+    if preset == "mini":
+        if settings["held_out"]:
+            raise ValueError("the mini preset holds no phrasings out")
+    else:
+        fewest = min(len(demo_phrasings(intent)) for intent in INTENTS)
+        if not 0 <= settings["held_out"] < fewest:
+            raise ValueError(
+                f"held_out must be between 0 and {fewest - 1} "
+                f"(phrasings per intent: {fewest})"
+            )
+    return settings
+
+
+def find_espeak():
+    """The espeak-ng executable, or None when it is not on PATH."""
+    return shutil.which("espeak-ng")
+
+
+def build_corpus(out, settings, exe, workers=1, progress=True):
+    """Writes a whole corpus into ``out`` (which must not hold one yet).
+
+    Arguments
+    ---------
+    out : str
+        Corpus root; created if needed.
+    settings : dict
+        Output of ``corpus_settings``.
+    exe : str
+        Path of the espeak-ng executable.
+    workers : int
+        Synthesis processes (the output does not depend on it).
+    progress : bool
+        Whether to show a progress bar.
+
+    Returns
+    -------
+    dict
+        ``splits`` (split -> sentences, recordings, seconds), ``recordings``,
+        ``seconds`` (audio), ``mib`` (size on disk), ``unseen_test``
+        (test recordings of held-out phrasings) and ``elapsed_s``.
+    """
+    start = time.perf_counter()
+    os.makedirs(os.path.join(out, "dataset", "slurp"), exist_ok=True)
+    for part in CORPUS_PARTS[1:]:
+        os.makedirs(os.path.join(out, part), exist_ok=True)
+    rng = random.Random(settings["seed"])
+    plan = plan_corpus(argparse.Namespace(**settings), rng)
+    seconds = render(plan, out, settings["seed"], exe, workers, progress)
+    write_text(plan, out)
+    splits = {
+        split: {
+            "sentences": len(entries),
+            "recordings": sum(len(e["recordings"]) for e in entries),
+            "seconds": round(seconds[split], 3),
+        }
+        for split, entries in plan.items()
+        if not split.startswith("_")
+    }
+    size = sum(
+        os.path.getsize(os.path.join(d, f))
+        for d, _, files in os.walk(out)
+        for f in files
+    )
+    return {
+        "splits": splits,
+        "recordings": sum(s["recordings"] for s in splits.values()),
+        "seconds": round(sum(s["seconds"] for s in splits.values()), 3),
+        "mib": round(size / 2**20, 2),
+        "unseen_test": sum(
+            len(e["recordings"])
+            for e in plan["test"]
+            if e.get("unseen_phrasing")
+        ),
+        "elapsed_s": round(time.perf_counter() - start, 1),
+    }
+
+
+def default_workers():
+    """Synthesis processes by default: 2, or 1 on a single CPU."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def ensure_corpus(
+    out,
+    preset="demo",
+    seed=1234,
+    *,
+    n_train=None,
+    n_devel=None,
+    n_test=None,
+    n_synth=None,
+    held_out=None,
+    far_field=None,
+    workers=None,
+    progress=True,
+):
+    """Makes sure ``out`` holds a complete corpus of these settings.
+
+    If ``out`` holds a corpus that this function completed with the same
+    settings (its marker file, written last, says so), nothing is done.
+    Otherwise the corpus is built into a temporary sibling folder, the marker
+    is written, and the folder is renamed to ``out``, so a generation that
+    was killed is never taken for a corpus (its leftover temporary folder is
+    removed by a later call). An existing ``out`` is replaced only if it
+    holds nothing but a corpus' parts (dataset/, slurp_real/, slurp_synth/,
+    the marker): it may be an unfinished or older corpus, never other files.
+
+    Arguments
+    ---------
+    out : str or path-like
+        Corpus root.
+    preset : str
+        "demo" (default) or "mini"; see ``PRESETS``.
+    seed : int
+        The corpus' random seed.
+    n_train, n_devel, n_test, n_synth : int, optional
+        Sentences per intent, overriding the preset's counts.
+    held_out : int, optional
+        Phrasings per intent read in test only (demo preset).
+    far_field : bool, optional
+        Whether real readings also get a far-field file.
+    workers : int, optional
+        Synthesis processes; default 2 (1 on a single CPU). The corpus does
+        not depend on it.
+    progress : bool
+        Whether to show a progress bar while synthesising.
+
+    Returns
+    -------
+    str
+        ``out`` as an absolute path.
+
+    Raises
+    ------
+    EspeakNotFoundError
+        When the corpus must be built and espeak-ng is not installed.
+    FileExistsError
+        When ``out`` exists and holds something other than a corpus.
+    ValueError
+        For settings out of range (see ``corpus_settings``).
+    """
+    settings = corpus_settings(
+        preset, seed, n_train, n_devel, n_test, n_synth, held_out, far_field
+    )
+    out = os.path.abspath(os.fspath(out))
+    if is_complete(out, settings):
+        return out
+    exe = find_espeak()
+    if exe is None:
+        raise EspeakNotFoundError(
+            f"Building the {preset} SLURP-layout corpus at {out} needs the "
+            "espeak-ng speech synthesiser, which is not on PATH. Install it "
+            f"with:\n  {INSTALL_HINT}\n(Debian/Ubuntu; brew install espeak-ng "
+            "on macOS) and run again."
+        )
+    _check_replaceable(out)
+    parent, name = os.path.split(out)
+    os.makedirs(parent, exist_ok=True)
+    _remove_stale_partials(parent, name)
+    # os.mkdir, unlike tempfile.mkdtemp, gives the corpus the usual modes
+    tmp = os.path.join(
+        parent,
+        f".{name}.partial-{os.getpid()}@{socket.gethostname()}-"
+        f"{uuid.uuid4().hex[:8]}",
+    )
+    os.mkdir(tmp)
+    try:
+        summary = build_corpus(
+            tmp, settings, exe, workers or default_workers(), progress
+        )
+        marker = {
+            "generator": "make_mini_slurp.py",
+            "version": GENERATOR_VERSION,
+            "settings": settings,
+            "espeak_ng": _espeak_version(exe),
+            "summary": summary,
+        }
+        with open(os.path.join(tmp, MARKER), "w", encoding="utf-8") as fout:
+            json.dump(marker, fout, indent=1)
+            fout.flush()
+            os.fsync(fout.fileno())
+        if is_complete(out, settings):  # another process was quicker
+            shutil.rmtree(tmp)
+            return out
+        old = f"{tmp}-old"
+        if os.path.lexists(out):
+            _check_replaceable(out)
+            os.rename(out, old)
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            if not is_complete(out, settings):
+                raise
+            shutil.rmtree(tmp)  # another process put the same corpus there
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_marker(out):
+    """The marker of a corpus that ensure_corpus completed, or None."""
+    try:
+        with open(os.path.join(out, MARKER), encoding="utf-8") as fin:
+            marker = json.load(fin)
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def is_complete(out, settings):
+    """Whether ``out`` holds a complete corpus made with these settings."""
+    marker = read_marker(out)
+    if marker is None:
+        return False
+    same = (
+        marker.get("generator") == "make_mini_slurp.py"
+        and marker.get("version") == GENERATOR_VERSION
+        and marker.get("settings") == settings
+    )
+    text_dir = os.path.join(out, "dataset", "slurp")
+    names = ("train", "devel", "test", "train_synthetic", "metadata")
+    return same and all(
+        os.path.isfile(
+            os.path.join(
+                text_dir, f"{n}.json" if n == "metadata" else f"{n}.jsonl"
+            )
+        )
+        for n in names
+    )
+
+
+def _check_replaceable(out):
+    """Raises unless ``out`` is absent or holds only a corpus' parts."""
+    if not os.path.lexists(out):
+        return
+    if not os.path.isdir(out) or os.path.islink(out):
+        raise FileExistsError(
+            f"{out} exists and is not a folder; choose another corpus folder."
+        )
+    foreign = sorted(set(os.listdir(out)) - set(CORPUS_PARTS) - {MARKER})
+    if foreign:
+        raise FileExistsError(
+            f"{out} holds {', '.join(foreign[:5])}, which are not part of a "
+            "SLURP-layout corpus; refusing to replace it. Choose an empty or "
+            "new folder."
+        )
+
+
+def _remove_stale_partials(parent, name):
+    """Removes temporary folders of killed ensure_corpus runs on this host."""
+    prefix = f".{name}.partial-"
+    host = socket.gethostname()
+    for entry in os.listdir(parent):
+        if not entry.startswith(prefix):
+            continue
+        pid, _, rest = entry[len(prefix) :].partition("@")
+        if not pid.isdigit() or not rest.startswith(f"{host}-"):
+            continue
+        if not _pid_alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
+def _pid_alive(pid):
+    """Whether a process of this id runs on this host."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _espeak_version(exe):
+    """espeak-ng's version line (the audio may change with the version)."""
+    try:
+        proc = subprocess.run(
+            [exe, "--version"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    lines = proc.stdout.strip().splitlines()
+    # "eSpeak NG text-to-speech: 1.51  Data at: <path>": keep the version
+    return lines[0].split("Data at")[0].strip() if lines else None
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
 
 
 def parse_args(argv):
@@ -877,89 +1753,146 @@ def parse_args(argv):
     here = os.path.dirname(os.path.abspath(__file__))
     parser = argparse.ArgumentParser(
         description="Synthesise a small corpus in SLURP's on-disk layout "
-        "with espeak-ng. Counts are sentences per intent (10 intents).",
+        "with espeak-ng. Counts are sentences per intent (10 intents); by "
+        "default those of the preset.",
     )
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default="mini",
+        help="mini: the committed corpus (4/2/2 sentences per intent, 2 "
+        "synthetic, both microphones); demo: 80/10/20 per intent, headset "
+        "only, 10 phrasings per intent of which --held-out are read in test "
+        "only, accents and variants disjoint between splits "
+        "(default: %(default)s)",
+    )  # fmt: skip
     parser.add_argument(
         "--out",
-        default=os.path.join(here, "mini_slurp"),
-        help="corpus root to create (default: %(default)s)",
+        default=None,
+        help="corpus root to create (default for the mini preset: "
+        f"{os.path.join(here, 'mini_slurp')}; required for the others)",
     )
     parser.add_argument(
-        "--n-train", type=int, default=4,
+        "--n-train", type=int, default=None,
         help="train.jsonl sentences per intent, each read by 1-2 speakers "
-        "on headset and far-field microphones (default: %(default)s)",
+        "(mini: 4); demo preset: train readings per intent (80)",
     )  # fmt: skip
     parser.add_argument(
-        "--n-synth", type=int, default=2,
+        "--n-synth", type=int, default=None,
         help="train_synthetic.jsonl sentences per intent, one TTS recording "
-        "each (default: %(default)s)",
+        "each (mini: 2, demo: 0)",
     )  # fmt: skip
     parser.add_argument(
-        "--n-devel", type=int, default=2,
-        help="devel.jsonl sentences per intent (default: %(default)s)",
+        "--n-devel", type=int, default=None,
+        help="devel.jsonl sentences per intent, one reading each (mini: 2, "
+        "demo: 10)",
     )  # fmt: skip
     parser.add_argument(
-        "--n-test", type=int, default=2,
-        help="test.jsonl sentences per intent (default: %(default)s)",
+        "--n-test", type=int, default=None,
+        help="test.jsonl sentences per intent, one reading each (mini: 2, "
+        "demo: 20)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--held-out", type=int, default=None,
+        help="demo preset: phrasings per intent kept out of train and devel "
+        "and read in test only (default: 2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--far-field", action=argparse.BooleanOptionalAction, default=None,
+        help="whether real readings also get a far-field recording "
+        "(default: yes for mini, no for demo)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument(
+        "--workers", type=int, default=None,
+        help="synthesis processes; the output does not depend on it "
+        f"(default: {default_workers()})",
+    )  # fmt: skip
     parser.add_argument(
         "--force",
         action="store_true",
         help="replace the dataset/, slurp_real/ and slurp_synth/ folders of "
         "an existing corpus at --out",
     )
+    parser.add_argument(
+        "--ensure",
+        action="store_true",
+        help="build as ensure_corpus() does: nothing to do if --out holds "
+        "this corpus complete, else build into a temporary folder, write a "
+        "completion marker and rename it to --out",
+    )
     args = parser.parse_args(argv)
-    for name in ("n_train", "n_devel", "n_test"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.n_synth < 0:
-        parser.error("--n-synth must be at least 0")
+    try:
+        args.settings = corpus_settings(
+            args.preset, args.seed, args.n_train, args.n_devel, args.n_test,
+            args.n_synth, args.held_out, args.far_field,
+        )  # fmt: skip
+    except ValueError as err:
+        parser.error(str(err))
+    if args.out is None:
+        if args.preset != "mini":
+            parser.error(f"--out is required with --preset {args.preset}")
+        args.out = os.path.join(here, "mini_slurp")
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers must be at least 1")
     return args
+
+
+def print_summary(out, settings, summary):
+    """Prints what a corpus holds."""
+    print(
+        f"Wrote a SLURP-layout corpus to {out} (espeak-ng, preset "
+        f"{settings['preset']}, seed {settings['seed']})"
+    )
+    for split, stats in summary["splits"].items():
+        print(
+            f"  {split:16s} {stats['sentences']:4d} sentences "
+            f"{stats['recordings']:5d} recordings "
+            f"{stats['seconds'] / 60:6.1f} min"
+        )
+    print(
+        f"  {len(INTENTS)} intents, {summary['recordings']} recordings, "
+        f"{summary['seconds'] / 60:.1f} min of audio, {summary['mib']:.2f} MiB"
+    )
+    if settings["held_out"]:
+        print(
+            f"  {summary['unseen_test']} test recordings of phrasings held "
+            f"out of train and devel ({settings['held_out']} per intent)"
+        )
+    print(f"  built in {summary['elapsed_s']:.1f} s")
 
 
 def main(argv=None):
     """Builds the corpus; prints a summary."""
     args = parse_args(argv)
-    exe = check_espeak()
+    settings = args.settings
     out = os.path.abspath(args.out)
-    parts = ["dataset", "slurp_real", "slurp_synth"]
-    if any(os.path.exists(os.path.join(out, p)) for p in parts):
+    if args.ensure:
+        if is_complete(out, settings):
+            print(f"{out} already holds this corpus; nothing to do.")
+            return
+        try:
+            ensure_corpus(out, workers=args.workers, **settings)
+        except EspeakNotFoundError:
+            check_espeak()  # exits with the installation hint
+            raise
+        except FileExistsError as err:
+            sys.exit(str(err))
+        print_summary(out, settings, read_marker(out)["summary"])
+        return
+    exe = check_espeak()
+    if any(os.path.exists(os.path.join(out, p)) for p in CORPUS_PARTS):
         if not args.force:
             sys.exit(
                 f"{out} already holds a corpus (dataset/, slurp_real/ or "
                 "slurp_synth/); pass --force to replace it."
             )
-        for part in parts:
+        for part in CORPUS_PARTS:
             shutil.rmtree(os.path.join(out, part), ignore_errors=True)
-    os.makedirs(os.path.join(out, "dataset", "slurp"))
-    os.makedirs(os.path.join(out, "slurp_real"))
-    os.makedirs(os.path.join(out, "slurp_synth"))
-
-    rng = random.Random(args.seed)
-    plan = plan_corpus(args, rng)
-    seconds = render(plan, out, args.seed, exe)
-    write_text(plan, out)
-
-    print(f"Wrote a SLURP-layout corpus to {out} (espeak-ng, seed {args.seed})")
-    total_files, total_seconds = 0, 0.0
-    for split, entries in plan.items():
-        n_files = sum(len(e["recordings"]) for e in entries)
-        total_files += n_files
-        total_seconds += seconds[split]
-        print(
-            f"  {split:16s} {len(entries):4d} sentences {n_files:5d} "
-            f"recordings {seconds[split] / 60:6.1f} min"
-        )
-    size = sum(
-        os.path.getsize(os.path.join(d, f))
-        for d, _, files in os.walk(out)
-        for f in files
-    )
-    print(
-        f"  {len(INTENTS)} intents, {total_files} recordings, "
-        f"{total_seconds / 60:.1f} min of audio, {size / 2**20:.2f} MiB"
-    )
+        # a marker would describe the replaced corpus
+        if os.path.exists(os.path.join(out, MARKER)):
+            os.remove(os.path.join(out, MARKER))
+    workers = args.workers or default_workers()
+    summary = build_corpus(out, settings, exe, workers)
+    print_summary(out, settings, summary)
 
 
 if __name__ == "__main__":

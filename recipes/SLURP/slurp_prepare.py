@@ -10,13 +10,19 @@ Reads the corpus as users download it: ``data_folder`` is the SLURP root,
 SLURP repository's ``scripts/download_audio.sh`` puts them), and writes
 ``<save_folder>/{train,devel,test}.csv`` with the columns
 
-    ID, duration, wav, transcript, intent, scenario, action
+    ID, duration, wav, transcript, intent, scenario, action, phrasing,
+    unseen_phrasing
 
 ``wav`` starts with the ``$data_root`` placeholder, so a manifest stays valid
 when the corpus moves: load it with
 ``DynamicItemDataset.from_csv(csv, replacements={"data_root": data_folder})``.
 ``train`` holds ``train.jsonl`` plus, with ``use_synthetic``,
 ``train_synthetic.jsonl``; ``devel`` and ``test`` hold their jsonl files.
+``phrasing`` and ``unseen_phrasing`` come from the optional jsonl fields of
+the same names that generated corpora carry (``make_mini_slurp.py --preset
+demo``: the template a sentence fills, and whether that template is kept out
+of train and devel; written "1" or "0"); real SLURP has neither, and both
+columns are then empty.
 ``recording_type`` keeps both microphones of the real recordings, or only the
 close-talk (``-headset``) or the far-field ones; synthetic recordings have a
 single channel and are kept whatever it says.
@@ -56,9 +62,11 @@ CSV_COLUMNS = [
     "intent",
     "scenario",
     "action",
+    "phrasing",
+    "unseen_phrasing",
 ]
 # Bumped when the manifest format changes, so that old manifests are rebuilt.
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 # Below this many files a plain loop is faster than starting worker processes.
 PARALLEL_MIN_FILES = 2000
 # How many skipped rows are logged one by one per split (all are returned).
@@ -288,7 +296,8 @@ def _collect_split(split, sources, data_folder, recording_type):
     Returns
     -------
     rows : list of list
-        [ID, duration, wav, transcript, intent, scenario, action] per row.
+        [ID, duration, wav, transcript, intent, scenario, action, phrasing,
+        unseen_phrasing] per row.
     filtered : int
         Real recordings left out by ``recording_type``.
     skipped : list of dict
@@ -322,6 +331,7 @@ def _collect_split(split, sources, data_folder, recording_type):
                 continue
             scenario, action = entry["scenario"], entry["action"]
             intent = entry.get("intent") or f"{scenario}_{action}"
+            phrasing, unseen = _phrasing_fields(entry)
             for recording in entry["recordings"]:
                 is_dict = isinstance(recording, dict)
                 file = recording.get("file") if is_dict else None
@@ -351,6 +361,8 @@ def _collect_split(split, sources, data_folder, recording_type):
                     _csv_safe(intent),
                     _csv_safe(scenario),
                     _csv_safe(action),
+                    phrasing,
+                    unseen,
                 ]
                 candidates.append((where, path, row))
 
@@ -404,6 +416,24 @@ def _read_jsonl(path):
                 yield line_no, None, "'recordings' is not a list"
                 continue
             yield line_no, entry, None
+
+
+def _phrasing_fields(entry):
+    """The optional ``phrasing`` and ``unseen_phrasing`` of an entry.
+
+    Returns (phrasing, "1" / "0"), or ("", "") where the entry lacks them
+    (real SLURP).
+    """
+    phrasing = entry.get("phrasing")
+    phrasing = "" if phrasing is None else _csv_safe(phrasing)
+    unseen = entry.get("unseen_phrasing")
+    if unseen is None:
+        unseen = ""
+    elif isinstance(unseen, str):
+        unseen = "1" if unseen.strip().lower() in ("1", "true", "yes") else "0"
+    else:
+        unseen = "1" if unseen else "0"
+    return phrasing, unseen
 
 
 def _keep(file, recording_type):

@@ -27,18 +27,13 @@ Authors
 """
 
 import csv
-import json
 import os
-import shutil
 import sys
-import time
-from collections import Counter
 
 import speechbrain as sb
 import torch
 import torch.nn.functional as F
 from speechbrain.dataio.preprocess import AudioNormalizer
-from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 from speechbrain.utils.metric_stats import MetricStats
 
@@ -49,19 +44,25 @@ for _path in (RECIPE_DIR, REPO_DIR):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from cald_brain.distill import DistillBrain, ModelOutputs  # noqa: E402
-from cald_brain.dataio import read_audio  # noqa: E402
-from cald_brain.hparams import load_recipe_hparams  # noqa: E402
-from cald_brain.inference import write_model_spec  # noqa: E402
+from cald_brain.dataio import (  # noqa: E402
+    check_unseen_labels,
+    csv_header,
+    exact_match,
+    read_audio,
+    read_csv_column,
+)
+from cald_brain.distill import ModelOutputs  # noqa: E402
+from cald_brain.inference import IntentClassifier  # noqa: E402
+from cald_brain.recipe import RecipeBrain, run_recipe  # noqa: E402
 
 logger = get_logger(__name__)
 
 
-class SLURPBrain(DistillBrain):
-    """Intent classification: CE on the intent, accuracies at stage end."""
+class SLURPBrain(RecipeBrain):
+    """Intent classification: CE on the intent; intent, scenario, action accuracy."""
 
     def forward_model(self, model, batch, stage):
-        """Runs a (student or teacher) Wav2Vec2 classifier on the batch."""
+        """Runs a (student or teacher) speech classifier on the batch."""
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         out = model(wavs, wav_lens)
@@ -77,131 +78,41 @@ class SLURPBrain(DistillBrain):
         intents, _ = batch.intent_encoded
         return F.cross_entropy(predictions.float(), intents[:, 0].to(predictions.device))
 
-    def compute_objectives(self, predictions, batch, stage):
-        """Adds the accuracy statistics in VALID/TEST."""
-        loss = super().compute_objectives(predictions, batch, stage)
-        if stage != sb.Stage.TRAIN:
-            pred = predictions.student.predictions.argmax(-1).cpu()
-            self.intent_metrics.append(
-                batch.id, pred, batch.intent_encoded.data[:, 0].cpu()
-            )
-            self.scenario_metrics.append(
-                batch.id, self.intent_to_scenario[pred], batch.scenario_encoded.data[:, 0].cpu()
-            )
-            self.action_metrics.append(
-                batch.id, self.intent_to_action[pred], batch.action_encoded.data[:, 0].cpu()
-            )
-        return loss
+    def init_metrics(self, stage):
+        """Intent (exact), scenario and action accuracy; intent accuracy on unseen phrasings."""
+        self.metrics = {key: MetricStats(metric=exact_match) for key in ("ACC", "scenario", "action", "unseen")}
 
-    def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """Steps the learning-rate schedule once per optimizer step."""
-        if should_step:
-            self.hparams.lr_annealing(self.optimizer)
+    def update_metrics(self, predictions, batch, stage):
+        """Adds one batch's predictions to the accuracies."""
+        pred = predictions.predictions.argmax(-1).cpu()
+        intent = batch.intent_encoded.data[:, 0].cpu()
+        self.metrics["ACC"].append(batch.id, pred, intent)
+        self.metrics["scenario"].append(
+            batch.id, self.intent_to_scenario[pred], batch.scenario_encoded.data[:, 0].cpu()
+        )
+        self.metrics["action"].append(
+            batch.id, self.intent_to_action[pred], batch.action_encoded.data[:, 0].cpu()
+        )
+        flags = getattr(batch, "unseen_phrasing_flag", None)
+        unseen = [] if flags is None else torch.as_tensor(flags).nonzero().flatten().tolist()
+        if unseen:
+            self.metrics["unseen"].append([batch.id[i] for i in unseen], pred[unseen], intent[unseen])
 
-    def on_stage_start(self, stage, epoch=None):
-        """Resets the accuracy statistics."""
-        if stage != sb.Stage.TRAIN:
-            self.intent_metrics = MetricStats(metric=exact_match)
-            self.scenario_metrics = MetricStats(metric=exact_match)
-            self.action_metrics = MetricStats(metric=exact_match)
-
-    def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Logs the losses and accuracies; keeps the best-ACC checkpoint."""
-        stats = self.stage_stats(stage_loss, stage)
-        if stage == sb.Stage.TRAIN:
-            self.train_stats = stats
-            return
-        stats["ACC"] = self.intent_metrics.summarize("average")
-        stats["scenario_acc"] = self.scenario_metrics.summarize("average")
-        stats["action_acc"] = self.action_metrics.summarize("average")
+    def summarize_metrics(self, stage):
+        """Accuracies (fractions); unseen-phrasing ones only where the corpus marks them."""
+        stats = {"ACC": self.metrics["ACC"].summarize("average")}
+        stats["scenario_acc"] = self.metrics["scenario"].summarize("average")
+        stats["action_acc"] = self.metrics["action"].summarize("average")
         stats["mean_scenario_action_acc"] = (stats["scenario_acc"] + stats["action_acc"]) / 2
-        if stage == sb.Stage.VALID:
-            stats_meta = {
-                "epoch": epoch,
-                "step": self.optimizer_step,
-                "lr": self.optimizer.param_groups[0]["lr"],
-            }
-            self.hparams.train_logger.log_stats(
-                stats_meta=stats_meta,
-                train_stats=getattr(self, "train_stats", None),
-                valid_stats=stats,
-            )
-            self.checkpointer.save_and_keep_only(
-                meta={"ACC": stats["ACC"], "step": self.optimizer_step},
-                max_keys=["ACC"],
-            )
-        elif stage == sb.Stage.TEST:
-            self.hparams.train_logger.log_stats(
-                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
-                test_stats=stats,
-            )
-            self.test_stats = stats
-
-
-def exact_match(predict, target):
-    """Per-item 0/1 correctness (for ``MetricStats``).
-
-    Arguments
-    ---------
-    predict : torch.Tensor
-        Predicted class indices.
-    target : torch.Tensor
-        True class indices.
-
-    Returns
-    -------
-    torch.Tensor
-    """
-    return (predict == target).float()
-
-
-def _read_csv_column(path, column):
-    with open(path, encoding="utf-8", newline="") as fin:
-        return [row[column] for row in csv.DictReader(fin)]
-
-
-def check_intents(csv_files, known, policy):
-    """Finds devel/test intents that train lacks; errors or reports them.
-
-    Arguments
-    ---------
-    csv_files : dict of str to str
-        Split name -> manifest of an evaluation split.
-    known : set of str
-        Intents of the training manifest.
-    policy : str
-        ``error`` (raise) or ``skip`` (return them; the rows are dropped).
-
-    Returns
-    -------
-    unseen : dict of str to collections.Counter
-        Split -> unseen intent -> number of rows.
-    """
-    if policy not in ("error", "skip"):
-        raise ValueError(f"unseen_intents must be 'error' or 'skip', got '{policy}'.")
-    unseen = {}
-    for split, path in csv_files.items():
-        counts = Counter(i for i in _read_csv_column(path, "intent") if i not in known)
-        if counts:
-            unseen[split] = counts
-    if unseen and policy == "error":
-        listing = "; ".join(
-            f"{split} ({path}): "
-            + ", ".join(f"{intent} x{n}" for intent, n in sorted(unseen[split].items()))
-            for split, path in csv_files.items()
-            if split in unseen
-        )
-        raise ValueError(
-            f"Intents absent from the training set appear in evaluation: {listing}. "
-            "The classifier cannot predict them. Add training data for them, or "
-            "run with --unseen_intents skip to drop those rows from evaluation."
-        )
-    for split, counts in unseen.items():
-        logger.warning(
-            "unseen_intents=skip: dropping %d %s rows with intents not in train: %s",
-            sum(counts.values()), split, ", ".join(sorted(counts)),
-        )
-    return unseen
+        n_unseen = len(self.metrics["unseen"].ids)
+        if n_unseen:
+            stats["unseen_phrasing_acc"] = self.metrics["unseen"].summarize("average")
+            stats["n_unseen_phrasing"] = n_unseen
+            n_seen = len(self.metrics["ACC"].ids) - n_unseen
+            if n_seen:
+                total = stats["ACC"] * len(self.metrics["ACC"].ids)
+                stats["seen_phrasing_acc"] = (total - stats["unseen_phrasing_acc"] * n_unseen) / n_seen
+        return stats
 
 
 def dataio_prepare(hparams):
@@ -223,11 +134,13 @@ def dataio_prepare(hparams):
     data_folder = hparams["data_folder"]
     save_folder = hparams["save_folder"]
     csvs = {s: os.path.join(save_folder, f"{s}.csv") for s in ("train", "devel", "test")}
-    train_intents = set(_read_csv_column(csvs["train"], "intent"))
-    unseen = check_intents(
+    train_intents = set(read_csv_column(csvs["train"], "intent"))
+    unseen = check_unseen_labels(
         {"devel": csvs["devel"], "test": csvs["test"]},
+        "intent",
         train_intents,
         hparams["unseen_intents"],
+        option="--unseen_intents",
     )
 
     datasets = {}
@@ -272,6 +185,12 @@ def dataio_prepare(hparams):
 
         return pipeline
 
+    @sb.utils.data_pipeline.takes("unseen_phrasing")
+    @sb.utils.data_pipeline.provides("unseen_phrasing_flag")
+    def phrasing_pipeline(flag):
+        # Optional column of generated corpora; real SLURP leaves it empty.
+        return str(flag).strip().lower() in ("1", "true", "yes")
+
     all_sets = list(datasets.values())
     sb.dataio.dataset.add_dynamic_item(all_sets, audio_pipeline)
     for key in encoders:
@@ -288,11 +207,24 @@ def dataio_prepare(hparams):
         encoders[key].add_label("<unseen>")  # eval-only values never match
         _unseen_tolerant(encoders[key])
         encoders[key].ignore_len()
-    sb.dataio.dataset.set_output_keys(
-        all_sets,
-        ["id", "sig", "intent_encoded", "scenario_encoded", "action_encoded"],
-    )
+    keys = ["id", "sig", "intent_encoded", "scenario_encoded", "action_encoded"]
+    if "unseen_phrasing" in csv_header(csvs["train"]):
+        sb.dataio.dataset.add_dynamic_item(all_sets, phrasing_pipeline)
+        keys.append("unseen_phrasing_flag")
+    sb.dataio.dataset.set_output_keys(all_sets, keys)
+    _check_n_intents(hparams, encoders["intent"])
     return datasets, encoders
+
+
+def _check_n_intents(hparams, intent_encoder):
+    n_labels = len(intent_encoder)
+    if n_labels != hparams["n_intents"]:
+        raise ValueError(
+            f"The classifier has n_intents={hparams['n_intents']} outputs but "
+            f"train.csv holds {n_labels} intents (rows may have been skipped "
+            f"at preparation). Run with --n_intents {n_labels}."
+        )
+    intent_encoder.expect_len(n_labels)
 
 
 def _scenario_action_lookup(train_csv, encoders):
@@ -320,6 +252,27 @@ def _unseen_tolerant(encoder):
     encoder.encode_label = encode_label
 
 
+def prepare(hparams):
+    """SLURP manifests (``slurp_prepare``), on the main process."""
+    from slurp_prepare import prepare_slurp
+
+    prepare_slurp(
+        data_folder=hparams["data_folder"],
+        save_folder=hparams["save_folder"],
+        splits=("train", "devel", "test"),
+        use_synthetic=hparams["use_synthetic"],
+        recording_type=hparams["recording_type"],
+        skip_prep=hparams["skip_prep"],
+    )
+
+
+def setup(brain, encoders):
+    """Gives the Brain the intent -> scenario / action lookups."""
+    brain.intent_to_scenario, brain.intent_to_action = _scenario_action_lookup(
+        os.path.join(brain.hparams.save_folder, "train.csv"), encoders
+    )
+
+
 def main(argv):
     """Trains one mode, evaluates the best checkpoint on test, writes results.json.
 
@@ -327,99 +280,14 @@ def main(argv):
     ---------
     argv : list of str
         Command-line arguments (``hparams_file`` then options and overrides).
+
+    Returns
+    -------
+    SLURPBrain
     """
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    hparams, merged_file = load_recipe_hparams(hparams_file, overrides, RECIPE_DIR)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=merged_file,
-        overrides=overrides,
+    return run_recipe(
+        argv, RECIPE_DIR, SLURPBrain, dataio_prepare, prepare=prepare, interface=IntentClassifier, setup=setup
     )
-    # Saved as <output_folder>/hyperparams.yaml now: drop the temporary copy.
-    shutil.rmtree(os.path.dirname(merged_file), ignore_errors=True)
-
-    from slurp_prepare import prepare_slurp  # noqa: E402
-
-    run_on_main(
-        prepare_slurp,
-        kwargs={
-            "data_folder": hparams["data_folder"],
-            "save_folder": hparams["save_folder"],
-            "splits": ("train", "devel", "test"),
-            "use_synthetic": hparams["use_synthetic"],
-            "recording_type": hparams["recording_type"],
-            "skip_prep": hparams["skip_prep"],
-        },
-    )
-    datasets, encoders = dataio_prepare(hparams)
-    n_labels = len(encoders["intent"])
-    if n_labels != hparams["n_intents"]:
-        raise ValueError(
-            f"The classifier has n_intents={hparams['n_intents']} outputs but "
-            f"train.csv holds {n_labels} intents (rows may have been skipped "
-            f"at preparation). Run with --n_intents {n_labels}."
-        )
-    encoders["intent"].expect_len(hparams["n_intents"])
-
-    brain = SLURPBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    brain.intent_to_scenario, brain.intent_to_action = _scenario_action_lookup(
-        os.path.join(hparams["save_folder"], "train.csv"), encoders
-    )
-    n_params = sum(p.numel() for p in hparams["model"].parameters())
-    if if_main_process():
-        # What cald_brain.inference.package_model needs to rebuild the model.
-        write_model_spec(
-            hparams["model"],
-            hparams["save_folder"],
-            mixer=hparams["mixer"],
-            mixer_kwargs=hparams["mixer_kwargs"],
-            sample_rate=hparams["sample_rate"],
-            mode=hparams["mode"],
-        )
-    logger.info("%s student: %.2fM parameters", hparams["mode"], n_params / 1e6)
-
-    start = time.time()
-    brain.fit(
-        brain.hparams.epoch_counter,
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=hparams["train_dataloader_opts"],
-        valid_loader_kwargs=hparams["valid_dataloader_opts"],
-    )
-    train_time = time.time() - start
-
-    brain.evaluate(
-        datasets["test"],
-        max_key="ACC",
-        test_loader_kwargs=hparams["test_dataloader_opts"],
-    )
-    stats = brain.test_stats
-    results = {
-        "mode": hparams["mode"],
-        "test": {
-            "intent_acc": stats["ACC"],
-            "scenario_acc": stats["scenario_acc"],
-            "action_acc": stats["action_acc"],
-            "mean_scenario_action_acc": stats["mean_scenario_action_acc"],
-            "loss": stats["loss"],
-        },
-        "params": n_params,
-        "train_time_s": train_time,
-        "optimizer_steps": brain.optimizer_step,
-        "n_test": len(datasets["test"]),
-    }
-    if if_main_process():
-        with open(os.path.join(hparams["output_folder"], "results.json"), "w", encoding="utf-8") as fo:
-            json.dump(results, fo, indent=2)
-    logger.info("Test results: %s", results["test"])
-    return brain
 
 
 if __name__ == "__main__":

@@ -73,3 +73,20 @@ def std_run(tiny_source, tmp_path_factory):
     out = tmp_path_factory.mktemp("slurp") / "std"
     run_recipe(["hparams/std.yaml", "--output_folder", out, *tiny_overrides(tiny_source)])
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_source(tmp_path_factory):
+    """A random 2-layer, width-32 Whisper saved like a hub model (encoder used)."""
+    import torch
+    from transformers import WhisperConfig, WhisperModel
+
+    torch.manual_seed(0)
+    config = WhisperConfig(
+        d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
+        decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64,
+        num_mel_bins=80, max_source_positions=400,
+    )
+    path = tmp_path_factory.mktemp("slurp") / "whisper_source"
+    WhisperModel(config).save_pretrained(path)
+    return path

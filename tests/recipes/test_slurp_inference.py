@@ -11,7 +11,7 @@ import torch
 
 from cald_brain.inference import IntentClassifier, package_model
 from cald_brain.distill import build_student, find_checkpoint
-from cald_brain.lobes import build_wav2vec2_classifier
+from cald_brain.lobes import build_speech_classifier
 from cald_brain.dataio import read_audio
 from conftest import MINI, RECIPE, run_recipe, tiny_overrides
 
@@ -19,9 +19,11 @@ if str(RECIPE) not in sys.path:
     sys.path.insert(0, str(RECIPE))
 
 
-def test_packaged_student_classifies_a_file(tiny_source, tmp_path):
+@pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
+def test_packaged_student_classifies_a_file(family, request, tmp_path):
+    source = request.getfixturevalue("tiny_source" if family == "wav2vec2" else "tiny_whisper_source")
     out = tmp_path / "unguided"
-    run_recipe(["hparams/unguided.yaml", "--output_folder", out, *tiny_overrides(tiny_source)])
+    run_recipe(["hparams/unguided.yaml", "--output_folder", out, *tiny_overrides(source)])
     dest = package_model(str(out), str(tmp_path / "package"))
     for name in ("hyperparams.yaml", "model.ckpt", "label_encoder.txt"):
         assert (tmp_path / "package" / name).is_file()
@@ -37,7 +39,7 @@ def test_packaged_student_classifies_a_file(tiny_source, tmp_path):
     import train
 
     reference = build_student(
-        build_wav2vec2_classifier(clf.mods.model.n_classes, source=str(tiny_source)),
+        build_speech_classifier(clf.mods.model.n_classes, source=str(source)),
         mixer="bimamba2",
         mixer_kwargs={"d_state": 8, "headdim": 8, "expand": 1, "chunk_size": 16},
     )
