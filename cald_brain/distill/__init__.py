@@ -1,7 +1,8 @@
 """The CALD distillation engine: losses, guides (one per mode) and DistillBrain.
 
 A recipe subclasses :class:`DistillBrain`, implements ``forward_model`` and
-``compute_task_loss``, and picks its mode with the ``guide`` hparam.
+``compute_task_loss``, and picks its mode with the ``guide`` hparam; how the
+new mixers start is the ``mixer_init`` hparam (:mod:`cald_brain.distill.mixer_init`).
 
 Importing this package does not import :mod:`cald_brain.nnet` nor
 :mod:`cald_brain.convert`; :func:`build_student` imports the converter when it
@@ -32,8 +33,16 @@ from cald_brain.distill.losses import (  # noqa: F401
     output_distillation_loss,
     resolve_layer_map,
 )
+from cald_brain.distill.mixer_init import (  # noqa: F401
+    MIXER_INITS,
+    AttentionTransfer,
+    TransferOutputs,
+    find_mixers,
+    zero_output_projections,
+)
 from cald_brain.distill.outputs import DistillForward, ModelOutputs  # noqa: F401
 from cald_brain.distill.student import build_student  # noqa: F401
+from cald_brain.distill.teacher_cache import TeacherOutputCache  # noqa: F401
 from cald_brain.distill.waypoints import (  # noqa: F401
     Waypoint,
     WaypointSaver,

@@ -33,6 +33,22 @@ the running loss averages; intra-epoch checkpoints are only written between
 accumulation groups (mid-group gradients are not saved), and checkpoints a
 killed run left half written are skipped at recovery.
 
+Mixer-aware starts (:mod:`cald_brain.distill.mixer_init`): with
+``mixer_init: attention_transfer`` the first ``transfer_steps`` optimizer
+steps are an attention-transfer stage: only the new mixers train, each layer
+teacher-forced on the unconverted model's attention (see
+:class:`~cald_brain.distill.mixer_init.AttentionTransfer`), with their own
+optimizer (``transfer_opt_class``, checkpointed as ``transfer_optimizer``);
+the guide's teacher does not run and the LR schedule does not advance. The
+steps count in ``optimizer_step``, so waypoint selection and a hybrid
+cut-off see them. Then training goes on with the main optimizer and the
+mode's guide. (``zero`` and ``default`` act in ``build_student`` only.)
+
+LR schedule: when the hparam ``lr_annealing`` is set, the default
+:meth:`DistillBrain.on_fit_batch_end` calls ``lr_annealing(optimizer)``
+after every optimizer step outside the transfer stage. A recipe overriding
+``on_fit_batch_end`` calls ``super().on_fit_batch_end(...)`` to keep it.
+
 Hparams read (all optional)::
 
     guide: !new:cald_brain.distill.TargetGuide ...   # default: NoGuide
@@ -45,6 +61,11 @@ Hparams read (all optional)::
     layer_map: null                # [[student_idx, teacher_idx], ...]; null = one to one
     layer_norm: layernorm          # or none
     teacher_mode: eval             # or train (the reference's choice)
+    cache_teacher: False           # cache a fixed (target) teacher's outputs per item id
+    mixer_init: default            # default | zero | attention_transfer (= build_student's)
+    transfer_steps: null           # attention_transfer: steps of the transfer stage (required)
+    transfer_opt_class: !name:torch.optim.AdamW {lr: 0.002}  # the default
+    lr_annealing: null             # a SpeechBrain schedule called as lr_annealing(optimizer)
 
 Authors
  * cald-brain developers 2026
@@ -80,9 +101,17 @@ from cald_brain.distill.losses import (
     LayerwiseDistillationLoss,
     OutputDistillationLoss,
 )
+from cald_brain.distill.mixer_init import (
+    AttentionTransfer,
+    check_mixer_init,
+    get_transfer_teacher,
+)
 from cald_brain.distill.outputs import DistillForward, ModelOutputs
 
 logger = logging.getLogger(__name__)
+
+#: Key of the attention-transfer optimizer in ``Brain.optimizers_dict``.
+TRANSFER_OPTIMIZER = "mixer_transfer"
 
 
 @register_checkpoint_hooks
@@ -263,6 +292,16 @@ class DistillBrain(sb.core.Brain):
                 type(self.guide).__name__,
             )
         self._check_teacher_not_in_modules()
+        cache = hp.get("cache_teacher", False)
+        if not isinstance(cache, bool):
+            raise ValueError(f"hparam `cache_teacher` must be True or False, got {cache!r}.")
+        self.cache_teacher = cache
+        self.mixer_init = hp.get("mixer_init", "default")
+        check_mixer_init(self.mixer_init, "hparam `mixer_init`")
+        self.mixer_transfer = self._build_mixer_transfer(hp)
+        self.transfer_optimizer = None
+        self._fit_batch_end_called = False
+        self._warned_lr_annealing = False
 
         self.loss_stats = LossStats()
         self.last_loss_terms = {}
@@ -276,6 +315,37 @@ class DistillBrain(sb.core.Brain):
             self.checkpointer.add_recoverable(
                 "distill_stats", self.loss_stats, optional_load=True
             )
+
+    def _build_mixer_transfer(self, hp):
+        student = self.modules[self.student_module]
+        steps = hp.get("transfer_steps")
+        if self.mixer_init != "attention_transfer":
+            if get_transfer_teacher(student) is not None:
+                raise ValueError(
+                    "The student was built with mixer_init 'attention_transfer' "
+                    f"but the hparam `mixer_init` is '{self.mixer_init}': set "
+                    "mixer_init: attention_transfer (and transfer_steps) for "
+                    "DistillBrain too, or build the student with the same "
+                    "mixer_init."
+                )
+            if steps:
+                logger.warning(
+                    "hparam transfer_steps is %s but mixer_init is '%s': there "
+                    "is no attention-transfer stage.",
+                    steps,
+                    self.mixer_init,
+                )
+            return None
+        if steps is None:
+            raise ValueError(
+                "hparam `mixer_init` is 'attention_transfer' but `transfer_steps` "
+                "(the number of optimizer steps of the transfer stage) is not set."
+            )
+        transfer = AttentionTransfer(student, steps, hp.get("transfer_opt_class"))
+        if steps == 0:
+            logger.info("transfer_steps is 0: no attention-transfer stage.")
+            return None
+        return transfer
 
     @staticmethod
     def _weight(hp, key, default):
@@ -371,6 +441,20 @@ class DistillBrain(sb.core.Brain):
         being processed contributes to."""
         return self.optimizer_step + 1
 
+    def in_transfer_stage(self):
+        """Whether the current training step belongs to the attention-transfer
+        stage (``mixer_init: attention_transfer``, first ``transfer_steps``
+        optimizer steps).
+
+        Returns
+        -------
+        bool
+        """
+        return (
+            self.mixer_transfer is not None
+            and self.optimizer_step < self.mixer_transfer.steps
+        )
+
     def distilling(self):
         """Whether the teacher runs for the current training batch.
 
@@ -378,7 +462,11 @@ class DistillBrain(sb.core.Brain):
         -------
         bool
         """
-        return self.distill_enabled and self.guide.is_active(self.current_step)
+        return (
+            self.distill_enabled
+            and not self.in_transfer_stage()
+            and self.guide.is_active(self.current_step)
+        )
 
     def compute_forward(self, batch, stage):
         """Student forward, plus the teacher's when distilling (TRAIN only).
@@ -390,12 +478,20 @@ class DistillBrain(sb.core.Brain):
         stage : speechbrain.Stage
             Current stage.
 
+        In the attention-transfer stage, only the teacher-forced mixers run
+        (``student`` is None, ``transfer`` holds the loss).
+
         Returns
         -------
         forward : DistillForward
         """
+        if stage == sb.Stage.TRAIN and self.in_transfer_stage():
+            return DistillForward(
+                student=None, transfer=self.mixer_transfer(self, batch, stage)
+            )
         teacher = None
-        if stage == sb.Stage.TRAIN and self.distilling():
+        distilling = stage == sb.Stage.TRAIN and self.distilling()
+        if distilling and not self.guide.has_cached(batch):
             # Teacher first: a trajectory teacher's backward then frees its
             # graph before the student's is built (lower peak memory).
             teacher = self.guide.teacher_outputs(self, batch, stage)
@@ -405,6 +501,9 @@ class DistillBrain(sb.core.Brain):
                 "forward_model must return cald_brain.distill.ModelOutputs, got "
                 f"{type(student).__name__}."
             )
+        if distilling and teacher is None:
+            # Cached teacher outputs, padded like the student's.
+            teacher = self.guide.cached_outputs(self, batch, student)
         return DistillForward(student=student, teacher=teacher)
 
     def distillation_terms(self, student, teacher):
@@ -450,6 +549,8 @@ class DistillBrain(sb.core.Brain):
         loss : torch.Tensor
             Scalar.
         """
+        if predictions.transfer is not None:
+            return self._transfer_objective(predictions.transfer, stage)
         task = self.compute_task_loss(predictions.student.predictions, batch, stage)
         loss = self.alpha_task * task
         terms = {"task": task.detach()}
@@ -463,6 +564,31 @@ class DistillBrain(sb.core.Brain):
             self.loss_stats.update(terms)
             self.last_loss_terms = {k: float(v) for k, v in terms.items()}
         return loss
+
+    def _transfer_objective(self, transfer, stage):
+        """Loss of an attention-transfer batch; records and logs each layer's
+        relative error (terms ``transfer`` and ``transfer_<layer index>``)."""
+        terms = {"transfer": transfer.loss.detach()}
+        for index, error in enumerate(transfer.layer_errors):
+            terms[f"transfer_{index}"] = error
+        if stage == sb.Stage.TRAIN:
+            self.loss_stats.update(terms)
+            self.last_loss_terms = {k: float(v) for k, v in terms.items()}
+            step, total = self.current_step, self.mixer_transfer.steps
+            last_micro_batch = self.step % self.grad_accumulation_factor == 0
+            if last_micro_batch and (
+                step in (1, total) or step % max(1, total // 10) == 0
+            ):
+                logger.info(
+                    "Attention transfer step %d/%d: relative error per layer %s",
+                    step,
+                    total,
+                    ", ".join(
+                        f"{path}={float(e):.3f}"
+                        for path, e in zip(transfer.paths, transfer.layer_errors)
+                    ),
+                )
+        return transfer.loss
 
     def stage_stats(self, stage_loss, stage):
         """``{"loss": stage_loss}`` plus, for TRAIN, each term's epoch mean.
@@ -488,11 +614,143 @@ class DistillBrain(sb.core.Brain):
         return stats
 
     def optimizers_step(self):
-        """Steps a trajectory teacher, then the student; saves waypoints."""
+        """Steps a trajectory teacher, then the student; saves waypoints.
+
+        In the attention-transfer stage only the transfer optimizer steps
+        (see :meth:`freeze_optimizers`); the stage ends after its last step.
+        """
+        transferring = self.in_transfer_stage()
+        if transferring:
+            self._average_mixer_gradients()
         self.guide.before_student_step(self)
         super().optimizers_step()
         if self.waypoint_saver is not None:
             self.waypoint_saver.on_optimizer_step(self)
+        if transferring and not self.in_transfer_stage():
+            logger.info(
+                "Attention transfer done after %d steps: training goes on with "
+                "the main optimizer and the %s.",
+                self.optimizer_step,
+                type(self.guide).__name__,
+            )
+            self._release_transfer()
+
+    def _average_mixer_gradients(self):
+        # The transfer stage calls the adapters directly, not through the
+        # DDP wrapper, so DDP does not reduce their gradients: average them.
+        if not (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1
+        ):
+            return
+        world = torch.distributed.get_world_size()
+        for param in self.mixer_transfer.mixer_parameters():
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            torch.distributed.all_reduce(param.grad)
+            param.grad.div_(world)
+
+    def _release_transfer(self):
+        """Frees what only the transfer stage needs: the unconverted teacher
+        goes back to the CPU, the transfer optimizer's moments are dropped."""
+        if self.mixer_transfer is None:
+            return
+        self.mixer_transfer.to("cpu")
+        if self.transfer_optimizer is not None:
+            self.transfer_optimizer.state.clear()
+
+    def init_optimizers(self):
+        """As ``Brain.init_optimizers``, plus the attention-transfer optimizer.
+
+        The transfer optimizer (hparam ``transfer_opt_class``, over the new
+        mixers' parameters) is ``optimizers_dict["mixer_transfer"]`` and the
+        checkpointer's ``transfer_optimizer``.
+        """
+        super().init_optimizers()
+        if self.mixer_transfer is None:
+            return
+        self.transfer_optimizer = self.mixer_transfer.build_optimizer()
+        if self.optimizers_dict is None:
+            self.optimizers_dict = {}
+        self.optimizers_dict[TRANSFER_OPTIMIZER] = self.transfer_optimizer
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("transfer_optimizer", self.transfer_optimizer)
+
+    def freeze_optimizers(self, optimizers):
+        """Only the transfer optimizer in the transfer stage, all others after.
+
+        Arguments
+        ---------
+        optimizers : dict of str to torch.optim.Optimizer
+
+        Returns
+        -------
+        dict of str to torch.optim.Optimizer
+        """
+        optimizers = super().freeze_optimizers(optimizers)
+        if self.mixer_transfer is None:
+            return optimizers
+        transferring = self.in_transfer_stage()
+        return {
+            name: opt
+            for name, opt in optimizers.items()
+            if (name == TRANSFER_OPTIMIZER) == transferring
+        }
+
+    def fit_batch(self, batch):
+        """As ``Brain.fit_batch``; warns once if an ``on_fit_batch_end``
+        override keeps DistillBrain's from stepping ``lr_annealing``.
+
+        Arguments
+        ---------
+        batch : Any
+            The batch.
+
+        Returns
+        -------
+        loss : torch.Tensor
+            Detached.
+        """
+        self._fit_batch_end_called = False
+        loss = super().fit_batch(batch)
+        if (
+            not self._fit_batch_end_called
+            and not self._warned_lr_annealing
+            and getattr(self.hparams, "lr_annealing", None) is not None
+        ):
+            self._warned_lr_annealing = True
+            logger.warning(
+                "%s.on_fit_batch_end does not call super().on_fit_batch_end(...): "
+                "DistillBrain does not step the `lr_annealing` schedule (fine if "
+                "the recipe steps it itself; it should then skip the "
+                "attention-transfer stage).",
+                type(self).__name__,
+            )
+        return loss
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Steps ``lr_annealing(optimizer)`` after each optimizer step, except
+        in the attention-transfer stage (the schedule starts after it).
+
+        Arguments
+        ---------
+        batch : Any
+            The batch.
+        outputs : DistillForward
+            Output of :meth:`compute_forward`.
+        loss : torch.Tensor
+            Output of :meth:`compute_objectives`.
+        should_step : bool
+            Whether the optimizers stepped.
+        """
+        self._fit_batch_end_called = True
+        schedule = getattr(self.hparams, "lr_annealing", None)
+        if schedule is None or not should_step:
+            return
+        if isinstance(outputs, DistillForward) and outputs.transfer is not None:
+            return
+        schedule(self.optimizer)
 
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
         """As ``Brain.make_dataloader``; the TRAIN loader gets its own generator.
@@ -573,6 +831,9 @@ class DistillBrain(sb.core.Brain):
         skips checkpoints that a killed run left half written.
         """
         self.guide.setup(self)
+        if self.mixer_transfer is not None:
+            self.mixer_transfer.to(self.device)
+            self.check_transfer()
         self.check_distillation()
         self._compile()
         self._wrap_distributed()
@@ -586,6 +847,8 @@ class DistillBrain(sb.core.Brain):
             self.checkpointer.recover_if_possible(
                 ckpt_predicate=usable_checkpoint_predicate(self.checkpointer)
             )
+        if self.mixer_transfer is not None and not self.in_transfer_stage():
+            self._release_transfer()  # resumed after the transfer stage
 
     def on_evaluate_start(self, max_key=None, min_key=None):
         """Loads the best complete checkpoint (see ``Brain.on_evaluate_start``).
@@ -623,6 +886,25 @@ class DistillBrain(sb.core.Brain):
     # ------------------------------------------------------------------
     # Start-up checks
     # ------------------------------------------------------------------
+    def check_transfer(self):
+        """Runs the attention-transfer loss on two training examples (no
+        update) and raises a ``ValueError`` naming the problem (attention not
+        called, mask not fitting, shapes). Random states are left untouched.
+        """
+        batch = self._probe_batch()
+        if batch is None:
+            return
+        modes = {m: m.training for m in self.modules.modules()}
+        try:
+            with _preserved_rng(), torch.no_grad(), self.training_ctx:
+                self.modules.eval()
+                self.mixer_transfer(self, batch, sb.Stage.TRAIN)
+        except ValueError as err:
+            raise ValueError(f"Attention-transfer check before training: {err}") from err
+        finally:
+            for module, training in modes.items():
+                module.training = training
+
     def check_distillation(self):
         """Runs student and teacher on two training examples, computes the
         distillation terms, and raises a ``ValueError`` naming the problem

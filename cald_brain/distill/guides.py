@@ -23,6 +23,12 @@ checkpointer as ``guide``), so a killed run resumes with the same teacher.
 Step convention: ``step`` is the student's *current* step, 1-based: the
 optimizer step the batch contributes to, ``brain.optimizer_step + 1``.
 
+Teacher-output cache: a :class:`TargetGuide` (fixed teacher, eval mode) can
+keep its teacher's outputs per batch item (``cache_teacher``, see
+:mod:`cald_brain.distill.teacher_cache`); a batch whose items are all cached
+is then served by :meth:`Guide.cached_outputs` without running the teacher.
+Waypoint and trajectory teachers change during training and never cache.
+
 Authors
  * cald-brain developers 2026
 """
@@ -43,6 +49,7 @@ from cald_brain.distill.checkpointing import (
     load_state_dict_file,
     unwrap_module,
 )
+from cald_brain.distill.teacher_cache import TeacherOutputCache, batch_ids
 from cald_brain.distill.waypoints import read_waypoint_manifest, waypoint_for_step
 
 logger = logging.getLogger(__name__)
@@ -93,6 +100,52 @@ class Guide:
         self.device = brain.device
         if self.teacher_mode is None:
             self.teacher_mode = brain.teacher_mode
+        self._setup_cache(brain)
+
+    def _setup_cache(self, brain):
+        """Guides whose teacher changes ignore the brain's ``cache_teacher``."""
+        if getattr(brain, "cache_teacher", False) and self.uses_teacher:
+            logger.warning(
+                "cache_teacher is ignored by the %s: its teacher changes during "
+                "training, so its outputs cannot be reused.",
+                type(self).__name__,
+            )
+
+    def has_cached(self, batch):
+        """Whether :meth:`cached_outputs` can serve ``batch`` without the teacher.
+
+        Arguments
+        ---------
+        batch : Any
+            The training batch.
+
+        Returns
+        -------
+        bool
+        """
+        del batch
+        return False
+
+    def cached_outputs(self, brain, batch, student):
+        """The teacher's cached outputs for ``batch``, padded like ``student``.
+
+        Arguments
+        ---------
+        brain : DistillBrain
+            The training brain.
+        batch : Any
+            A batch for which :meth:`has_cached` is True.
+        student : ModelOutputs
+            The student's outputs on the batch (their padded lengths).
+
+        Returns
+        -------
+        outputs : ModelOutputs
+        """
+        raise RuntimeError(f"{type(self).__name__} caches no teacher outputs.")
+
+    def clear_cache(self):
+        """Frees cached teacher outputs (none by default)."""
 
     def is_active(self, step):
         """Whether the teacher runs at this student step.
@@ -275,6 +328,15 @@ class TargetGuide(_FixedTeacherGuide):
     Its weights are not saved in checkpoints (they never change and are read
     again from ``checkpoint`` on resume); only the forward count is.
 
+    With ``cache_teacher`` the teacher's detached outputs are kept per batch
+    item id on the CPU (:class:`~cald_brain.distill.teacher_cache.TeacherOutputCache`):
+    a batch whose items were all seen is served from the cache, re-padded to
+    the student's lengths, and the teacher is not run (after the first epoch
+    a guided step costs about what an unguided one does); a batch with a new
+    item runs the teacher on the whole batch and caches the new items. The
+    cache lives in memory only: a resumed run fills it again. Refused with
+    ``teacher_mode: train`` (dropout makes the outputs vary).
+
     Arguments
     ---------
     teacher : torch.nn.Module
@@ -287,6 +349,9 @@ class TargetGuide(_FixedTeacherGuide):
         refused. None: ``teacher`` already holds them.
     teacher_mode : str, optional
         See :class:`Guide`.
+    cache_teacher : bool, optional
+        Cache the teacher's outputs per item (see above). None: take the
+        brain's ``cache_teacher`` hparam (default False).
 
     Example
     -------
@@ -295,10 +360,50 @@ class TargetGuide(_FixedTeacherGuide):
     (True, False)
     """
 
-    def __init__(self, teacher, checkpoint=None, teacher_mode=None):
+    def __init__(self, teacher, checkpoint=None, teacher_mode=None, cache_teacher=None):
         super().__init__(teacher, teacher_mode)
         self.checkpoint = checkpoint
         self._loaded = False
+        if cache_teacher is not None and not isinstance(cache_teacher, bool):
+            raise TypeError(
+                f"TargetGuide: cache_teacher must be a bool, got {cache_teacher!r}."
+            )
+        self.cache_teacher = cache_teacher
+        self._check_cache_mode()
+        self.cache = TeacherOutputCache()
+
+    def _check_cache_mode(self):
+        if self.cache_teacher and self.teacher_mode == "train":
+            raise ValueError(
+                "cache_teacher cannot be used with teacher_mode: train: dropout "
+                "makes the teacher's outputs vary from one epoch to the next. "
+                "Use teacher_mode: eval, or cache_teacher: False."
+            )
+
+    def _setup_cache(self, brain):
+        if self.cache_teacher is None:
+            self.cache_teacher = bool(getattr(brain, "cache_teacher", False))
+        self._check_cache_mode()
+
+    def teacher_outputs(self, brain, batch, stage):
+        """No-grad teacher forward; with the cache on, stores the new items."""
+        outputs = super().teacher_outputs(brain, batch, stage)
+        if self.cache_teacher:
+            self.cache.store(batch_ids(batch), outputs)
+        return outputs
+
+    def has_cached(self, batch):
+        """Whether every item of ``batch`` is cached (always False when off)."""
+        return bool(self.cache_teacher) and self.cache.has(batch_ids(batch))
+
+    def cached_outputs(self, brain, batch, student):
+        """The cached outputs of ``batch``, re-padded like ``student``."""
+        del brain
+        return self.cache.lookup(batch_ids(batch), student, self.device)
+
+    def clear_cache(self):
+        """Frees the cached outputs."""
+        self.cache.clear()
 
     def setup(self, brain):
         """Moves the teacher to the device and loads the target weights.
@@ -763,6 +868,7 @@ class HybridCutoff(Guide):
         active = step <= self.distill_until and self.guide.is_active(step)
         if step > self.distill_until and not self._announced:
             self._announced = True
+            self.guide.clear_cache()  # never needed again
             logger.info(
                 "Hybrid guidance: distillation off from student step %d on "
                 "(distill_until=%d).",
@@ -774,6 +880,22 @@ class HybridCutoff(Guide):
     def teacher_modules(self):
         """The inner guide's teachers."""
         return self.guide.teacher_modules()
+
+    def _setup_cache(self, brain):
+        # The inner guide decides (its own setup runs next).
+        del brain
+
+    def has_cached(self, batch):
+        """Delegates to the inner guide."""
+        return self.guide.has_cached(batch)
+
+    def cached_outputs(self, brain, batch, student):
+        """Delegates to the inner guide."""
+        return self.guide.cached_outputs(brain, batch, student)
+
+    def clear_cache(self):
+        """Delegates to the inner guide."""
+        self.guide.clear_cache()
 
     def teacher_outputs(self, brain, batch, stage):
         """Delegates to the inner guide."""

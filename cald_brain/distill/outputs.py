@@ -73,12 +73,19 @@ class DistillForward:
 
     Arguments
     ---------
-    student : ModelOutputs
-        The student's outputs (with gradients).
+    student : ModelOutputs or None
+        The student's outputs (with gradients); None during the
+        attention-transfer stage, where the student is not run end to end.
     teacher : ModelOutputs or None
         The teacher's outputs (no gradients), or None when no teacher ran
-        (unguided, std, after a hybrid cut-off, evaluation).
+        (unguided, std, after a hybrid cut-off, evaluation, attention
+        transfer).
+    transfer : TransferOutputs or None
+        The attention-transfer stage's loss and per-layer errors
+        (:class:`cald_brain.distill.mixer_init.TransferOutputs`), only during
+        that stage.
     """
 
-    student: ModelOutputs
+    student: Optional[ModelOutputs]
     teacher: Optional[ModelOutputs] = None
+    transfer: Any = None

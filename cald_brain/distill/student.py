@@ -12,15 +12,27 @@ checkpoint from another architecture is refused with the offending keys,
 instead of being half-loaded (the reference loads non-strictly after
 conversion, which silently ignores any mismatch).
 
+The new mixers start as ``mixer_init`` says (:mod:`cald_brain.distill.mixer_init`):
+at their own random init (``default``, the paper), with zero output
+projections (``zero``), or at random init with a frozen copy of the
+unconverted model kept for the attention-transfer stage of
+:class:`~cald_brain.distill.brain.DistillBrain` (``attention_transfer``).
+
 Authors
  * cald-brain developers 2026
 """
 
+import copy
 import logging
 
 import torch
 
 from cald_brain.distill.checkpointing import load_state_dict_checked
+from cald_brain.distill.mixer_init import (
+    attach_transfer_teacher,
+    check_mixer_init,
+    zero_output_projections,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +45,7 @@ def build_student(
     target_checkpoint=None,
     mixer=None,
     mixer_kwargs=None,
+    mixer_init="default",
 ):
     """Builds a student: source or target weights, attention converted.
 
@@ -44,6 +57,7 @@ def build_student(
             target_checkpoint: !ref <target_checkpoint>
             mixer: bimamba2
             mixer_kwargs: {d_state: 128, expand: 1}
+            mixer_init: !ref <mixer_init>   # default | zero | attention_transfer
 
     Arguments
     ---------
@@ -62,6 +76,15 @@ def build_student(
         ``"mamba"`` ...); None keeps the transformer (std mode).
     mixer_kwargs : dict, optional
         Keyword arguments of the mixer (``d_model`` is taken from the model).
+    mixer_init : str
+        How the new mixers start: ``"default"`` (their own random init, the
+        paper), ``"zero"`` (output projections at zero: each converted layer
+        starts as the pretrained layer without its attention contribution),
+        ``"attention_transfer"`` (random init; a frozen deep copy of the
+        unconverted model, source or target weights, is kept as an
+        unregistered attribute for DistillBrain's transfer stage, see
+        :class:`~cald_brain.distill.mixer_init.AttentionTransfer`). Anything
+        but ``"default"`` needs a ``mixer``.
 
     Returns
     -------
@@ -90,6 +113,12 @@ def build_student(
         )
     if mixer_kwargs is not None and mixer is None:
         raise ValueError("`mixer_kwargs` is given but no `mixer` to build.")
+    check_mixer_init(mixer_init, "build_student: mixer_init")
+    if mixer_init != "default" and mixer is None:
+        raise ValueError(
+            f"build_student: mixer_init '{mixer_init}' needs a `mixer`: without "
+            "one the model keeps its attention and has no new mixer to start."
+        )
 
     if not isinstance(model, torch.nn.Module):
         if not callable(model):
@@ -111,6 +140,15 @@ def build_student(
     if mixer is not None:
         from cald_brain.convert import convert
 
+        # Copied before conversion: the attention-transfer teacher is the
+        # very model the student is converted from.
+        teacher = copy.deepcopy(model) if mixer_init == "attention_transfer" else None
         report = convert(model, mixer, **(mixer_kwargs or {}))
         logger.info("Student converted to %s:\n%s", mixer, report)
+        if mixer_init == "zero":
+            zeroed = zero_output_projections(model)
+            logger.info("mixer_init zero: %d output projections zeroed", len(zeroed))
+        elif teacher is not None:
+            attach_transfer_teacher(model, teacher)
+            logger.info("mixer_init attention_transfer: unconverted copy kept")
     return model

@@ -53,12 +53,14 @@ PAPER = [
 ]
 
 
-def runs(args):
+def runs(args, steps_per_epoch=50):
     """The demo's runs: std, then students with the plain and the transfer start.
 
     Arguments
     ---------
     args : argparse.Namespace
+    steps_per_epoch : int
+        Optimizer steps per epoch (the std run's schedule length depends on it).
 
     Returns
     -------
@@ -82,14 +84,22 @@ def runs(args):
             for mode in ("unguided", "target", "trajectory", "waypoint", "hybrid")
             for suffix, extra in (("", []), ("+transfer", TRANSFER + steps))
         ]
-    out = [Run("std", "std", ["--number_of_epochs", str(args.std_epochs)])]
-    return out + [Run(name, mode, extra) for name, mode, extra in student]
+    std_total = steps_per_epoch * args.std_epochs
+    std = ["--number_of_epochs", args.std_epochs, "--decay_total_steps", std_total,
+           "--warmup_steps", max(1, std_total // 20), "--waypoint_interval", max(1, std_total // 4)]
+    out = [Run("std", "std", [str(a) for a in std])]
+    mixer = ["--mixer_kwargs", json.dumps(MIXER)]  # std keeps the transformer (mixer_kwargs: null)
+    return out + [Run(name, mode, mixer + extra) for name, mode, extra in student]
+
+
+def steps_per_epoch(args, n_train):
+    """Optimizer steps in one epoch of ``n_train`` recordings."""
+    return -(-n_train // args.batch_size)
 
 
 def common_args(args, data_folder, n_train):
     """Overrides shared by every run (demo sizes; the YAML keeps the paper's)."""
-    steps_per_epoch = -(-n_train // args.batch_size)
-    total = steps_per_epoch * args.epochs
+    total = steps_per_epoch(args, n_train) * args.epochs
     return [
         "--data_folder", data_folder,
         "--source", SOURCE,
@@ -105,10 +115,7 @@ def common_args(args, data_folder, n_train):
         "--decay_total_steps", total,
         "--decay_factor", 0.05,
         "--alpha_layer", args.alpha_layer,
-        "--mixer_kwargs", json.dumps(MIXER),
-        "--waypoint_interval", max(1, steps_per_epoch * args.std_epochs // 4),
         "--distill_until", int(total * 0.6),
-        "--encoder_config_overrides", json.dumps({"dropout": 0.0}),
         "--cache_teacher", True,
         "--noprogressbar",
     ]
@@ -202,6 +209,7 @@ def main(argv=None):
     exp.stage("source", resolve_source, SOURCE)
     prepared = exp.stage("prepare", prepare_slurp, data_folder, os.path.join(out, "manifests"))
     n_train = sum(1 for _ in open(prepared["csv"]["train"], encoding="utf-8")) - 1
+    exp.runs = runs(args, steps_per_epoch(args, n_train))
     exp.common_args = [str(a) for a in common_args(args, os.path.abspath(data_folder), n_train)]
     exp.train_all()
     results, timing = exp.stage("evaluate", evaluate, exp, out, args.seconds)

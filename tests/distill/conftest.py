@@ -93,12 +93,42 @@ def mode_overrides(mode, output_folder, source_checkpoint, std_run=None, **extra
 
 @pytest.fixture(scope="session")
 def run_mode(source_checkpoint, std_run, tmp_path_factory):
-    """Runs the toy recipe in one mode: ``run_mode(mode, run_opts=None, **overrides)``."""
+    """Runs the toy recipe in one mode: ``run_mode(mode, run_opts=None,
+    hparams_update=None, brain_class=None, **overrides)``."""
 
-    def _run(mode, run_opts=None, **extra):
+    def _run(mode, run_opts=None, hparams_update=None, brain_class=None, **extra):
         out = tmp_path_factory.mktemp(mode)
-        overrides = mode_overrides(mode, out, source_checkpoint, std_run, **extra)
+        source = extra.pop("source_checkpoint", source_checkpoint)
+        overrides = mode_overrides(mode, out, source, std_run, **extra)
         with one_thread():
-            return toy_recipe.run(str(HPARAMS / f"{mode}.yaml"), overrides, run_opts)
+            return toy_recipe.run(
+                str(HPARAMS / f"{mode}.yaml"),
+                overrides,
+                run_opts,
+                hparams_update=hparams_update,
+                brain_class=brain_class,
+            )
 
     return _run
+
+
+@pytest.fixture
+def single_process_group(monkeypatch):
+    """A one-process gloo group, so that the Brain takes its DDP code path."""
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in dict(
+        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    ).items():
+        monkeypatch.setenv(key, value)
+    try:
+        dist.init_process_group("gloo", rank=0, world_size=1)
+    except Exception as err:  # pragma: no cover - platform without gloo
+        pytest.skip(f"cannot start a gloo process group: {err}")
+    yield
+    dist.destroy_process_group()

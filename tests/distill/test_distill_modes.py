@@ -247,28 +247,6 @@ def test_teacher_checkpoint_of_another_architecture_is_refused(tmp_path, source_
     )
 
 
-@pytest.fixture
-def single_process_group(monkeypatch):
-    """A one-process gloo group, so that the Brain takes its DDP code path."""
-    import socket
-
-    import torch.distributed as dist
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    for key, value in dict(
-        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
-    ).items():
-        monkeypatch.setenv(key, value)
-    try:
-        dist.init_process_group("gloo", rank=0, world_size=1)
-    except Exception as err:  # pragma: no cover - platform without gloo
-        pytest.skip(f"cannot start a gloo process group: {err}")
-    yield
-    dist.destroy_process_group()
-
-
 def test_ddp_wraps_the_teacher_only_when_it_trains(run_mode, single_process_group):
     ddp = torch.nn.parallel.DistributedDataParallel
     opts = {"distributed_backend": "gloo", "grad_accumulation_factor": 2}

@@ -1,10 +1,15 @@
-"""Exact resume after a real SIGKILL, mid-epoch, for waypoint and trajectory.
+"""Exact resume after a real SIGKILL, mid-epoch, for waypoint and trajectory,
+and in the middle of an attention-transfer stage.
 
 For each mode two toy-recipe processes start together: an uninterrupted run,
 and a run with intra-epoch checkpoints every step that is killed with SIGKILL
 once it has checkpointed a step in epoch 2 of 3 (4 batches per epoch). The
 trajectory case is also run with gradient accumulation 2, where intra-epoch
-checkpoints may only fall between accumulation groups.
+checkpoints may only fall between accumulation groups. The transfer case is
+a target-guided student with ``mixer_init: attention_transfer`` and 8
+transfer steps: killed during the transfer stage, it must resume there (the
+transfer optimizer, the step count) and hand over to the guide at the same
+step.
 The killed run is then started again with the same command and must end
 with *bit-identical* student weights (and trajectory teacher weights) and
 identical final statistics: on CPU, with one thread, the same operations on
@@ -31,9 +36,12 @@ REPO = HERE.parent.parent
 BATCHES_PER_EPOCH = 4
 N_BATCHES = 12
 KILL_AFTER_BATCH = 5  # killed once a checkpoint covers this many batches
+TRANSFER_STEPS = 8
+TRANSFER = f"mixer_init: attention_transfer, transfer_steps: {TRANSFER_STEPS}"
 
 
-def _command(mode, output_folder, source_checkpoint, std_run, step_delay, accum):
+def _command(mode, output_folder, source_checkpoint, std_run, step_delay, accum, base=""):
+    extra = f", {base}" if base else ""
     cmd = [
         sys.executable,
         str(HERE / "toy_recipe.py"),
@@ -44,10 +52,12 @@ def _command(mode, output_folder, source_checkpoint, std_run, step_delay, accum)
         "--noprogressbar",
         "--ckpt_interval_steps=1",
         f"--grad_accumulation_factor={accum}",
-        f"--base={{step_delay: {step_delay}}}",
+        f"--base={{step_delay: {step_delay}{extra}}}",
     ]
     if mode == "waypoint":
         cmd.append(f"--std_folder={std_run['folder']}")
+    if mode in ("target", "hybrid"):
+        cmd.append(f"--target_checkpoint={std_run['target_checkpoint']}")
     return cmd
 
 
@@ -106,14 +116,21 @@ def _results(folder):
 
 
 @pytest.mark.parametrize(
-    "mode, accum", [("waypoint", 1), ("trajectory", 1), ("trajectory", 2)]
+    "mode, accum, base",
+    [
+        ("waypoint", 1, ""),
+        ("trajectory", 1, ""),
+        ("trajectory", 2, ""),
+        ("target", 1, TRANSFER),
+    ],
+    ids=["waypoint-1", "trajectory-1", "trajectory-2", "target-transfer"],
 )
 def test_sigkill_mid_epoch_then_resume_is_exact(
-    mode, accum, tmp_path, source_checkpoint, std_run
+    mode, accum, base, tmp_path, source_checkpoint, std_run
 ):
     full_dir, killed_dir = tmp_path / "full", tmp_path / "killed"
     command = lambda folder, delay: _command(  # noqa: E731
-        mode, folder, source_checkpoint, std_run, delay, accum
+        mode, folder, source_checkpoint, std_run, delay, accum, base
     )
     full, full_log = _launch(command(full_dir, 0.0), tmp_path / "full.log")
     # The step delay only opens a window for the kill; it changes no number.
@@ -141,6 +158,11 @@ def test_sigkill_mid_epoch_then_resume_is_exact(
     assert resumed_info["optimizer_step"] == full_info["optimizer_step"] == N_BATCHES // accum
     # ... saw the same teachers and losses as the uninterrupted run ...
     assert resumed_info["history"] == full_info["history"][done:]
+    if base == TRANSFER:
+        # killed during the transfer stage; both hand over at the same step
+        assert done < TRANSFER_STEPS
+        transferring = [h["transfer"] for h in full_info["history"]]
+        assert transferring == [True] * TRANSFER_STEPS + [False] * (N_BATCHES - TRANSFER_STEPS)
     assert resumed_info["epoch_stats"][-1] == full_info["epoch_stats"][-1]
 
     # ... and ends with bit-identical weights.

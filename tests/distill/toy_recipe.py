@@ -52,7 +52,10 @@ def build_toy_model(n_classes=3, source=None, config=None, hidden_dropout=0.1):
         State dict of the "pretrained" model.
     config : dict, optional
         Overrides of the transformer size (``hidden_size``,
-        ``num_hidden_layers``, ``num_attention_heads``, ``intermediate_size``).
+        ``num_hidden_layers``, ``num_attention_heads``, ``intermediate_size``)
+        or of any other ``Wav2Vec2Config`` field set here (e.g.
+        ``feat_extract_norm: layer`` for a model whose real frames do not
+        depend on the padding).
     hidden_dropout : float
         Dropout of the residual branches (exercises RNG restoration).
 
@@ -60,12 +63,11 @@ def build_toy_model(n_classes=3, source=None, config=None, hidden_dropout=0.1):
     -------
     model : Wav2Vec2ForSequenceClassification
     """
-    size = dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
-    size.update(config or {})
-    config = Wav2Vec2Config(
-        **size,
+    fields = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
         conv_dim=(16, 16, 16),
         conv_stride=(5, 4, 4),
         conv_kernel=(10, 4, 4),
@@ -82,7 +84,8 @@ def build_toy_model(n_classes=3, source=None, config=None, hidden_dropout=0.1):
         classifier_proj_size=16,
         use_weighted_layer_sum=False,
     )
-    model = Wav2Vec2ForSequenceClassification(config)
+    fields.update(config or {})
+    model = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(**fields))
     if source is not None:
         model.load_state_dict(torch.load(source, weights_only=True))
     return model
@@ -193,6 +196,7 @@ class ToyBrain(DistillBrain):
             {
                 "optimizer_step": self.optimizer_step,
                 "distilled": outputs.teacher is not None,
+                "transfer": outputs.transfer is not None,
                 "terms": dict(self.last_loss_terms),
                 "waypoint": getattr(guide, "current_waypoint", None),
                 "teacher_updates": getattr(guide, "n_updates", None),
@@ -200,6 +204,7 @@ class ToyBrain(DistillBrain):
         )
         if self.hparams.step_delay:
             time.sleep(self.hparams.step_delay)
+        super().on_fit_batch_end(batch, outputs, loss, should_step)  # lr_annealing
 
     def on_stage_start(self, stage, epoch=None):
         """Resets the accuracy counts."""
@@ -247,7 +252,25 @@ def load_hparams(hparams_file, overrides=None):
     return merged
 
 
-def run(hparams_file, overrides=None, run_opts=None):
+class CountingSchedule:
+    """A stand-in ``lr_annealing``: records, at each call, how many steps the
+    optimizer it is given has taken (AdamW's per-parameter step count)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, optimizer):
+        """Records the call.
+
+        Arguments
+        ---------
+        optimizer : torch.optim.AdamW
+        """
+        first = optimizer.param_groups[0]["params"][0]
+        self.calls.append(int(optimizer.state[first]["step"]))
+
+
+def run(hparams_file, overrides=None, run_opts=None, hparams_update=None, brain_class=None):
     """Trains one mode; returns the brain.
 
     Arguments
@@ -259,19 +282,24 @@ def run(hparams_file, overrides=None, run_opts=None):
     run_opts : dict, optional
         SpeechBrain run options (``device``, ``precision``,
         ``grad_accumulation_factor``, ``ckpt_interval_steps`` ...).
+    hparams_update : dict, optional
+        Python objects added to the loaded hparams (e.g. ``lr_annealing``).
+    brain_class : type, optional
+        A :class:`ToyBrain` subclass (test instrumentation).
 
     Returns
     -------
     brain : ToyBrain
     """
     hparams = load_hparams(hparams_file, overrides)
+    hparams.update(hparams_update or {})
     os.makedirs(hparams["output_folder"], exist_ok=True)
     train_set = make_dataset(hparams["n_train"], seed=1, n_classes=hparams["n_classes"])
     valid_set = make_dataset(hparams["n_valid"], seed=2, n_classes=hparams["n_classes"])
     run_opts = dict(run_opts or {})
     run_opts.setdefault("device", "cpu")
     run_opts.setdefault("noprogressbar", True)
-    brain = ToyBrain(
+    brain = (brain_class or ToyBrain)(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
         hparams=hparams,

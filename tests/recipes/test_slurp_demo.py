@@ -49,6 +49,8 @@ def test_runs_cover_every_mode_with_both_starts_in_full():
         assert names == {mode, mode + "+transfer"}
     transfer = next(r for r in full if r.name == "hybrid+transfer")
     assert "attention_transfer" in transfer.args
+    assert json.loads(transfer.args[transfer.args.index("--mixer_kwargs") + 1])["expand"] == 1
+    assert "--mixer_kwargs" not in full[0].args  # std keeps the transformer
 
 
 def test_common_args_follow_the_options():
@@ -57,7 +59,6 @@ def test_common_args_follow_the_options():
     total = 3 * 10  # ceil(95 / 10) steps per epoch
     assert ov[ov.index("--decay_total_steps") + 1] == str(total)
     assert ov[ov.index("--distill_until") + 1] == str(int(total * 0.6))
-    assert json.loads(ov[ov.index("--mixer_kwargs") + 1])["expand"] == 1
     assert ov[ov.index("--source") + 1] == "whisper-tiny.en"
 
 

@@ -25,7 +25,7 @@ if str(RECIPE) not in sys.path:
 def check_results(folder, mode):
     results = json.loads((folder / "results.json").read_text())
     assert results["mode"] == mode
-    for key in ("intent_acc", "scenario_acc", "action_acc", "mean_scenario_action_acc"):
+    for key in ("ACC", "scenario_acc", "action_acc", "mean_scenario_action_acc"):
         assert 0.0 <= results["test"][key] <= 1.0
     mean = (results["test"]["scenario_acc"] + results["test"]["action_acc"]) / 2
     assert results["test"]["mean_scenario_action_acc"] == pytest.approx(mean)
