@@ -108,7 +108,7 @@ class Wav2Vec2Encoder(nn.Module):
     >>> enc = build_speech_encoder(config=dict(model_type="wav2vec2", hidden_size=32,
     ...     num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
     ...     conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8),
-    ...     num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2))
+    ...     num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2, layerdrop=0.0))
     >>> out = enc(torch.randn(2, 4000), torch.tensor([1.0, 0.5]))
     >>> out.last_hidden_state.shape, len(out.hidden_states), out.mask.sum(1).tolist()
     (torch.Size([2, 198, 32]), 2, [198, 98])

@@ -113,7 +113,7 @@ def common_args(args, data_folder, n_train):
         "--lr_scales", json.dumps({r"\.mixer\.": args.new_lr_scale, r"^model\.classifier\.": args.new_lr_scale}),
         "--warmup_steps", max(1, total // 20),
         "--decay_total_steps", total,
-        "--decay_factor", 0.05,
+        "--decay_factor", args.decay_factor,
         "--alpha_layer", args.alpha_layer,
         "--distill_until", int(total * 0.6),
         "--cache_teacher", True,
@@ -178,11 +178,13 @@ def parse_args(argv=None):
     p.add_argument("--fresh", action="store_true", help="rerun runs whose results exist")
     p.add_argument("--seed", type=int, default=1986)
     p.add_argument("--epochs", type=int, default=8, help="student epochs (50 steps each)")
-    p.add_argument("--std_epochs", type=int, default=4)
+    p.add_argument("--std_epochs", type=int, default=5)
     p.add_argument("--transfer_steps", type=int, default=150)
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-4, help="pretrained weights' rate")
     p.add_argument("--new_lr_scale", type=float, default=10.0, help="new mixers' and head's rate / lr")
+    p.add_argument("--decay_factor", type=float, default=0.25,
+                   help="exponential decay of the rate over a run (its mean ~ a cosine schedule's)")
     p.add_argument("--alpha_layer", type=float, default=1.0)
     p.add_argument("--seconds", type=float, nargs="+", default=[2, 5, 10, 20, 30], help="timed audio lengths")
     return p.parse_args(argv)
