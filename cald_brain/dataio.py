@@ -180,3 +180,152 @@ def check_unseen_labels(csv_files, column, known, policy, option="--unseen_label
             option, sum(counts.values()), split, column, ", ".join(sorted(counts)),
         )
     return unseen
+
+
+SORTINGS = ("random", "ascending", "descending")
+
+
+def manifest_datasets(csv_files, data_folder, sorting="random", train_loader_opts=None, keep=None):
+    """``DynamicItemDataset``\\ s of CSV manifests, sorted the SpeechBrain way.
+
+    ``$data_root`` in the manifests is replaced by ``data_folder``. The
+    ``train`` set is shuffled by its loader (``random``) or sorted by
+    ``duration`` (``ascending`` / ``descending``, which turns the loader's
+    shuffling off); every other set is sorted by duration, so evaluation
+    batches hold similar lengths.
+
+    Arguments
+    ---------
+    csv_files : dict of str to str
+        Dataset name (``train``, ``valid``, ``test`` ...) -> manifest.
+    data_folder : str
+        The corpus root.
+    sorting : str
+        ``random``, ``ascending`` or ``descending``.
+    train_loader_opts : dict, optional
+        The train loader's options (``shuffle`` is set to False when sorted).
+    keep : dict of str to callable, optional
+        Dataset name -> ``key_test`` of ``filtered_sorted`` (rows to keep).
+
+    Returns
+    -------
+    dict of str to DynamicItemDataset
+
+    Example
+    -------
+    >>> path = str(getfixture("tmpdir").join("m.csv"))
+    >>> _ = open(path, "w").write("ID,duration,wav\\na,2.0,$data_root/a.wav\\nb,1.0,$data_root/b.wav\\n")
+    >>> sets = manifest_datasets({"train": path, "test": path}, "/corpus", sorting="ascending")
+    >>> sets["test"].set_output_keys(["id", "wav"])
+    >>> [row["id"] for row in sets["test"]], sets["test"][0]["wav"]
+    (['b', 'a'], '/corpus/b.wav')
+    """
+    from speechbrain.dataio.dataset import DynamicItemDataset
+
+    if sorting not in SORTINGS:
+        raise ValueError(f"sorting must be one of {SORTINGS}, got '{sorting}'.")
+    datasets = {}
+    for name, path in csv_files.items():
+        dataset = DynamicItemDataset.from_csv(csv_path=path, replacements={"data_root": data_folder})
+        if keep and keep.get(name) is not None:
+            dataset = dataset.filtered_sorted(key_test=keep[name])
+        if name != "train":
+            dataset = dataset.filtered_sorted(sort_key="duration")
+        elif sorting != "random":
+            dataset = dataset.filtered_sorted(sort_key="duration", reverse=sorting == "descending")
+            if train_loader_opts is not None:
+                train_loader_opts["shuffle"] = False
+        datasets[name] = dataset
+    return datasets
+
+
+def audio_pipeline(sample_rate, takes="wav", provides="sig"):
+    """A dynamic item reading each row's audio file at ``sample_rate`` (:func:`read_audio`).
+
+    Arguments
+    ---------
+    sample_rate : int
+    takes : str
+        The manifest column with the file path.
+    provides : str
+        The name of the waveform item.
+
+    Returns
+    -------
+    speechbrain.utils.data_pipeline.DynamicItem
+    """
+    from speechbrain.utils.data_pipeline import provides as provides_, takes as takes_
+
+    normalizer = AudioNormalizer(sample_rate=sample_rate)
+
+    @takes_(takes)
+    @provides_(provides)
+    def read(path):
+        return read_audio(path, sample_rate, normalizer)
+
+    return read
+
+
+def check_n_classes(n_classes, encoder, option):
+    """Checks a classifier's size against the labels of its training data.
+
+    Arguments
+    ---------
+    n_classes : int
+        Outputs of the classifier (an hparam).
+    encoder : speechbrain.dataio.encoder.CategoricalEncoder
+        The label encoder built from the training manifest.
+    option : str
+        The hparam that sets ``n_classes`` (named in the message).
+    """
+    n_labels = len(encoder)
+    if n_labels != n_classes:
+        raise ValueError(
+            f"The classifier has {option}={n_classes} outputs but the training "
+            f"manifest holds {n_labels} labels (rows may have been skipped at "
+            f"preparation). Run with --{option} {n_labels}."
+        )
+    encoder.expect_len(n_labels)
+
+
+def use_dynamic_batching(dataset, loader_opts, max_batch_length, num_buckets=20, seed=0):
+    """Batches of similar durations, about ``max_batch_length`` seconds each, shuffled.
+
+    Random batches of short utterances are mostly padding (the longest item
+    sets the length); SpeechBrain's ``DynamicBatchSampler`` buckets items by
+    ``duration`` and fills each batch up to a total length, so every step
+    computes about the same number of real frames. ``batch_size`` and
+    ``shuffle`` are removed from ``loader_opts`` (the sampler decides both).
+
+    Arguments
+    ---------
+    dataset : DynamicItemDataset
+        The training set (with a ``duration`` column, in seconds).
+    loader_opts : dict
+        The train loader's options; updated in place.
+    max_batch_length : float
+        Seconds of audio per batch (padding included).
+    num_buckets : int
+        Duration buckets.
+    seed : int
+        Seed of the sampler's shuffling (it reshuffles every epoch).
+
+    Returns
+    -------
+    sampler : speechbrain.dataio.sampler.DynamicBatchSampler
+    """
+    from speechbrain.dataio.sampler import DynamicBatchSampler
+
+    sampler = DynamicBatchSampler(
+        dataset,
+        max_batch_length=max_batch_length,
+        num_buckets=num_buckets,
+        length_func=lambda row: float(row["duration"]),
+        shuffle=True,
+        batch_ordering="random",
+        seed=seed,
+    )
+    loader_opts.pop("batch_size", None)
+    loader_opts.pop("shuffle", None)
+    loader_opts["batch_sampler"] = sampler
+    return sampler

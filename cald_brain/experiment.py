@@ -674,7 +674,7 @@ class Experiment:
         """
         cmd = [sys.executable, self.train_script, os.path.join(self.hparams_dir, f"{run.mode}.yaml")]
         cmd += ["--output_folder", self.run_folder(run)]
-        extra = [str(a) for a in self.common_args] + list(run.args)
+        extra = merge_options([str(a) for a in self.common_args], [str(a) for a in run.args])
         if run.requires_std and "--std_folder" not in extra:
             cmd += ["--std_folder", self.std_folder]
         return cmd + extra
@@ -906,9 +906,45 @@ def _tail(path, n):
     return "\n".join("    " + line for line in lines[-n:])
 
 
+def merge_options(*arg_lists):
+    """Joins command-line option lists; a later ``--key value`` replaces an earlier one.
+
+    SpeechBrain refuses an option given twice, so a run's own options must
+    replace the common ones rather than follow them. A ``--key`` followed by
+    another ``--key`` (or by nothing) is a flag.
+
+    Arguments
+    ---------
+    *arg_lists : list of str
+
+    Returns
+    -------
+    list of str
+
+    Example
+    -------
+    >>> merge_options(["--lr", "1", "--noprogressbar", "--seed", "3"], ["--lr", "2"])
+    ['--lr', '2', '--noprogressbar', '--seed', '3']
+    """
+    merged = {}
+    for args in arg_lists:
+        i = 0
+        while i < len(args):
+            key = args[i]
+            if not key.startswith("--"):
+                raise ValueError(f"Expected an option (--key) in {args}, got '{key}' at position {i}.")
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                merged[key] = [args[i + 1]]
+                i += 2
+            else:
+                merged[key] = []
+                i += 1
+    return [item for key, value in merged.items() for item in [key, *value]]
+
+
 @contextlib.contextmanager
 def _capture_to(log_path):
-    """Sends ``print`` output and INFO+ log records to ``log_path`` for the duration.
+    """Sends ``print`` output, progress bars and INFO+ log records to ``log_path`` for the duration.
 
     Console handlers already on the root logger keep the level they had, so
     lowering the root level to INFO (for the file) shows nothing new on screen.
@@ -932,7 +968,8 @@ def _capture_to(log_path):
             root.setLevel(logging.INFO)
         root.addHandler(handler)
         try:
-            with contextlib.redirect_stdout(log):
+            # Progress bars (tqdm writes to sys.stderr) go to the log too.
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 yield log
         finally:
             root.removeHandler(handler)

@@ -33,7 +33,6 @@ import sys
 import speechbrain as sb
 import torch
 import torch.nn.functional as F
-from speechbrain.dataio.preprocess import AudioNormalizer
 from speechbrain.utils.logger import get_logger
 from speechbrain.utils.metric_stats import MetricStats
 
@@ -45,11 +44,14 @@ for _path in (RECIPE_DIR, REPO_DIR):
         sys.path.insert(0, _path)
 
 from cald_brain.dataio import (  # noqa: E402
+    audio_pipeline,
+    check_n_classes,
     check_unseen_labels,
     csv_header,
     exact_match,
-    read_audio,
+    manifest_datasets,
     read_csv_column,
+    use_dynamic_batching,
 )
 from cald_brain.distill import ModelOutputs  # noqa: E402
 from cald_brain.inference import IntentClassifier  # noqa: E402
@@ -143,34 +145,17 @@ def dataio_prepare(hparams):
         option="--unseen_intents",
     )
 
-    datasets = {}
-    for name, split in (("train", "train"), ("valid", "devel"), ("test", "test")):
-        dataset = sb.dataio.dataset.DynamicItemDataset.from_csv(
-            csv_path=csvs[split], replacements={"data_root": data_folder}
-        )
-        if split in unseen:
-            dataset = dataset.filtered_sorted(
-                key_test={"intent": lambda intent: intent in train_intents}
-            )
-        datasets[name] = dataset
-
-    sorting = hparams["sorting"]
-    if sorting in ("ascending", "descending"):
-        datasets["train"] = datasets["train"].filtered_sorted(
-            sort_key="duration", reverse=sorting == "descending"
-        )
-        hparams["train_dataloader_opts"]["shuffle"] = False
-    elif sorting != "random":
-        raise ValueError(f"sorting must be random, ascending or descending, got '{sorting}'.")
-    for name in ("valid", "test"):
-        datasets[name] = datasets[name].filtered_sorted(sort_key="duration")
-
-    normalizer = AudioNormalizer(sample_rate=hparams["sample_rate"])
-
-    @sb.utils.data_pipeline.takes("wav")
-    @sb.utils.data_pipeline.provides("sig")
-    def audio_pipeline(wav):
-        return read_audio(wav, hparams["sample_rate"], normalizer)
+    seen = {split: {"intent": lambda intent: intent in train_intents} for split in unseen}
+    datasets = manifest_datasets(
+        {"train": csvs["train"], "valid": csvs["devel"], "test": csvs["test"]},
+        data_folder,
+        sorting=hparams["sorting"],
+        train_loader_opts=hparams["train_dataloader_opts"],
+        keep={"valid": seen.get("devel"), "test": seen.get("test")},
+    )
+    if hparams["dynamic_batching"]:
+        use_dynamic_batching(datasets["train"], hparams["train_dataloader_opts"],
+                             hparams["max_batch_length"], hparams["num_buckets"], seed=hparams["seed"])
 
     encoders = {
         key: sb.dataio.encoder.CategoricalEncoder()
@@ -192,7 +177,7 @@ def dataio_prepare(hparams):
         return str(flag).strip().lower() in ("1", "true", "yes")
 
     all_sets = list(datasets.values())
-    sb.dataio.dataset.add_dynamic_item(all_sets, audio_pipeline)
+    sb.dataio.dataset.add_dynamic_item(all_sets, audio_pipeline(hparams["sample_rate"]))
     for key in encoders:
         sb.dataio.dataset.add_dynamic_item(all_sets, label_pipeline(key))
 
@@ -212,19 +197,8 @@ def dataio_prepare(hparams):
         sb.dataio.dataset.add_dynamic_item(all_sets, phrasing_pipeline)
         keys.append("unseen_phrasing_flag")
     sb.dataio.dataset.set_output_keys(all_sets, keys)
-    _check_n_intents(hparams, encoders["intent"])
+    check_n_classes(hparams["n_intents"], encoders["intent"], "n_intents")
     return datasets, encoders
-
-
-def _check_n_intents(hparams, intent_encoder):
-    n_labels = len(intent_encoder)
-    if n_labels != hparams["n_intents"]:
-        raise ValueError(
-            f"The classifier has n_intents={hparams['n_intents']} outputs but "
-            f"train.csv holds {n_labels} intents (rows may have been skipped "
-            f"at preparation). Run with --n_intents {n_labels}."
-        )
-    intent_encoder.expect_len(n_labels)
 
 
 def _scenario_action_lookup(train_csv, encoders):

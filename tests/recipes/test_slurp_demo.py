@@ -54,12 +54,21 @@ def test_runs_cover_every_mode_with_both_starts_in_full():
 
 
 def test_common_args_follow_the_options():
-    args = slurp_demo.parse_args(["--epochs", "3", "--batch_size", "10"])
-    ov = [str(a) for a in slurp_demo.common_args(args, "/data", 95)]
-    total = 3 * 10  # ceil(95 / 10) steps per epoch
+    args = slurp_demo.parse_args(["--epochs", "3", "--batch_seconds", "20"])
+    ov = [str(a) for a in slurp_demo.common_args(args, "/data", 10)]
+    total = 3 * 10
+    assert ov[ov.index("--max_batch_length") + 1] == "20.0"
     assert ov[ov.index("--decay_total_steps") + 1] == str(total)
     assert ov[ov.index("--distill_until") + 1] == str(int(total * 0.6))
     assert ov[ov.index("--source") + 1] == "whisper-tiny.en"
+
+
+def test_steps_per_epoch_counts_dynamic_batches(tmp_path):
+    manifest = tmp_path / "train.csv"
+    rows = "".join(f"u{i},{1 + i % 3}.0,$data_root/u{i}.flac\n" for i in range(30))
+    manifest.write_text("ID,duration,wav\n" + rows)  # 60 s of audio
+    args = slurp_demo.parse_args(["--batch_seconds", "10", "--num_buckets", "3"])
+    assert 6 <= slurp_demo.steps_per_epoch(args, str(manifest)) <= 30  # >= 60 s / 10 s
 
 
 def _fake_run(out, name, acc, unseen, params, curve):
@@ -78,7 +87,7 @@ def test_table_and_plot_from_fabricated_results(tmp_path):
     from cald_brain.experiment import Experiment
 
     out = tmp_path / "demo"
-    args = slurp_demo.parse_args(["--out", str(out)])
+    args = slurp_demo.parse_args(["--out", str(out), "--full"])
     exp = Experiment("t", str(RECIPE / "train.py"), str(RECIPE / "hparams"), str(out),
                      slurp_demo.runs(args), console=lambda *a, **k: None)
     _fake_run(out, "std", 0.86, 0.474, 8_000_000, [0.80, 0.86])

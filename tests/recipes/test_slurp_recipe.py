@@ -56,6 +56,20 @@ def test_mode_runs(mode, std_run, tiny_source, tmp_path):
     assert results["params"] != std_params  # converted to BiMamba2
 
 
+def test_mixer_starts_and_dynamic_batching(std_run, tiny_source, tmp_path):
+    """Attention transfer then target guidance, with the teacher cache and
+    dynamic batches: the stage runs, its steps count, the run finishes."""
+    out = tmp_path / "target_transfer"
+    args = ["hparams/target.yaml", "--output_folder", out, *tiny_overrides(tiny_source),
+            "--std_folder", std_run, "--mixer_init", "attention_transfer", "--transfer_steps", "3",
+            "--cache_teacher", "True", "--dynamic_batching", "True", "--max_batch_length", "30",
+            "--lr_scales", json.dumps({r"\.mixer\.": 10})]
+    results = check_results(out, "target") if run_recipe(args) else None
+    assert results["optimizer_steps"] > 3
+    log = (out / "train_log.txt").read_text()
+    assert "loss_transfer" in log or "transfer" in log
+
+
 def test_runs_from_recipe_folder(tiny_source, tmp_path):
     out = tmp_path / "from_recipe"
     run_recipe(["hparams/unguided.yaml", "--output_folder", out, *tiny_overrides(tiny_source)],
