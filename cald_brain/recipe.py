@@ -299,6 +299,8 @@ def run_recipe(argv, recipe_dir, brain_class, dataio_prepare, prepare=None, inte
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
     train_time = time.time() - start
+    # Taken now: evaluate() restores the best checkpoint, and its curve with it.
+    curve = list(brain.curve)
 
     key = {"max_key" if brain.select_mode == "max" else "min_key": brain.select_key}
     brain.evaluate(datasets["test"], test_loader_kwargs=hparams["test_dataloader_opts"], **key)
@@ -310,7 +312,7 @@ def run_recipe(argv, recipe_dir, brain_class, dataio_prepare, prepare=None, inte
         "train_time_s": train_time,
         "optimizer_steps": brain.optimizer_step,
         "select_key": brain.select_key,
-        "curve": list(brain.curve),
+        "curve": curve,
     }
     if if_main_process():
         path = os.path.join(hparams["output_folder"], "results.json")

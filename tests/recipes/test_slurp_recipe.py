@@ -92,8 +92,12 @@ def test_interrupted_run_resumes(tiny_source, tmp_path):
     args[args.index("--number_of_epochs") + 1] = "2"
     proc = run_recipe(args)
     assert "Loading a checkpoint" in proc.stderr + proc.stdout
-    second = json.loads((out / "results.json").read_text())["optimizer_steps"]
+    results = json.loads((out / "results.json").read_text())
+    second = results["optimizer_steps"]
     assert second == 2 * first  # epoch 1 was not redone
+    # The validation curve of both epochs, across the restart (whichever was best).
+    assert [point["epoch"] for point in results["curve"]] == [1, 2]
+    assert results["curve"][1]["step"] == second
     log = (out / "train_log.txt").read_text()
     assert log.count("epoch: 1,") == 1 and log.count("epoch: 2,") == 1
 
