@@ -119,7 +119,7 @@ def test_demo_end_to_end(tmp_path):
                            "--transfer_steps", "5", "--seconds", "2", "4"])
     summary = json.loads(Path(rep["json"]).read_text())
     assert summary
-    for name in ("std", "unguided", "target", "target+transfer", "hybrid+transfer"):
+    for name in ("std", "unguided", "target+transfer"):
         assert (out / name / "results.json").is_file(), name
     assert (out / "packaged" / "std" / "hyperparams.yaml").is_file()
     assert Path(rep["png"]).is_file()
