@@ -67,7 +67,7 @@ def test_mixer_starts_and_dynamic_batching(std_run, tiny_source, tmp_path):
     results = check_results(out, "target") if run_recipe(args) else None
     assert results["optimizer_steps"] > 3
     log = (out / "train_log.txt").read_text()
-    assert "loss_transfer" in log or "transfer" in log
+    assert "loss_transfer" in log and "loss_layer" in log  # transfer stage, then guidance
 
 
 def test_runs_from_recipe_folder(tiny_source, tmp_path):
