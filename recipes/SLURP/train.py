@@ -1,26 +1,20 @@
 #!/usr/bin/env python3
-"""Recipe for SLURP intent classification with CALD (Wav2Vec2 -> BiMamba2).
+"""Recipe for SLURP intent classification with CALD (Wav2Vec2 / Whisper -> BiMamba2).
 
-A Wav2Vec2 encoder (its hidden states exposed to the distillation engine),
-masked mean pooling over the last hidden state and a linear classifier over
-the intents. The guiding mode is chosen by the hparams file: ``std`` (the
-transformer itself; saves waypoints), ``unguided``, ``target``,
-``trajectory``, ``waypoint`` and ``hybrid`` (linear-time BiMamba2 students).
+A pretrained speech encoder (its hidden states exposed to the distillation
+engine), masked mean pooling and a linear classifier over the intents; the
+guiding mode is chosen by the hparams file (std, unguided, target,
+trajectory, waypoint, hybrid). Everything that is not SLURP's (hparams,
+training loop, checkpoints, results.json) comes from ``cald_brain.recipe``.
 
-Metrics: intent accuracy (exact match; ``ACC``, used to keep the best
-checkpoint), and scenario and action accuracy with their mean (the figure the
-paper reports as "IC accuracy", cald-reference section 3.12). Scenario and
-action are *derived* from the predicted intent (each SLURP intent is one
-scenario_action pair), not predicted by separate heads as in the reference.
+Metrics: intent accuracy (``ACC``, picks the best checkpoint), scenario and
+action accuracy derived from the predicted intent and their mean (the
+paper's "IC accuracy", cald-reference section 3.12), and accuracy on test
+phrasings unseen in training where the corpus marks them.
 
-To run this recipe, do the following:
-> python train.py hparams/std.yaml --data_folder /path/to/slurp
-> python train.py hparams/waypoint.yaml --data_folder /path/to/slurp \
+> python recipes/SLURP/train.py hparams/std.yaml --data_folder /path/to/slurp
+> python recipes/SLURP/train.py hparams/waypoint.yaml --data_folder /path/to/slurp \
       --std_folder results/SLURP/std/1986
-
-The hparams path may be given from the current folder or from this recipe's
-folder, so ``python recipes/SLURP/train.py hparams/waypoint.yaml`` works from
-the repository root.
 
 Authors
  * cald-brain developers 2026
@@ -137,13 +131,8 @@ def dataio_prepare(hparams):
     save_folder = hparams["save_folder"]
     csvs = {s: os.path.join(save_folder, f"{s}.csv") for s in ("train", "devel", "test")}
     train_intents = set(read_csv_column(csvs["train"], "intent"))
-    unseen = check_unseen_labels(
-        {"devel": csvs["devel"], "test": csvs["test"]},
-        "intent",
-        train_intents,
-        hparams["unseen_intents"],
-        option="--unseen_intents",
-    )
+    unseen = check_unseen_labels({"devel": csvs["devel"], "test": csvs["test"]}, "intent",
+                                 train_intents, hparams["unseen_intents"], option="--unseen_intents")
 
     seen = {split: {"intent": lambda intent: intent in train_intents} for split in unseen}
     datasets = manifest_datasets(
@@ -157,10 +146,7 @@ def dataio_prepare(hparams):
         use_dynamic_batching(datasets["train"], hparams["train_dataloader_opts"],
                              hparams["max_batch_length"], hparams["num_buckets"], seed=hparams["seed"])
 
-    encoders = {
-        key: sb.dataio.encoder.CategoricalEncoder()
-        for key in ("intent", "scenario", "action")
-    }
+    encoders = {key: sb.dataio.encoder.CategoricalEncoder() for key in ("intent", "scenario", "action")}
 
     def label_pipeline(key):
         @sb.utils.data_pipeline.takes(key)
@@ -230,14 +216,8 @@ def prepare(hparams):
     """SLURP manifests (``slurp_prepare``), on the main process."""
     from slurp_prepare import prepare_slurp
 
-    prepare_slurp(
-        data_folder=hparams["data_folder"],
-        save_folder=hparams["save_folder"],
-        splits=("train", "devel", "test"),
-        use_synthetic=hparams["use_synthetic"],
-        recording_type=hparams["recording_type"],
-        skip_prep=hparams["skip_prep"],
-    )
+    keys = ("data_folder", "save_folder", "use_synthetic", "recording_type", "skip_prep")
+    prepare_slurp(splits=("train", "devel", "test"), **{key: hparams[key] for key in keys})
 
 
 def setup(brain, encoders):
@@ -259,9 +239,7 @@ def main(argv):
     -------
     SLURPBrain
     """
-    return run_recipe(
-        argv, RECIPE_DIR, SLURPBrain, dataio_prepare, prepare=prepare, interface=IntentClassifier, setup=setup
-    )
+    return run_recipe(argv, RECIPE_DIR, SLURPBrain, dataio_prepare, prepare, IntentClassifier, setup)
 
 
 if __name__ == "__main__":
