@@ -63,6 +63,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from cald_brain.fileutils import pid_alive, read_json_marker
+
 logger = logging.getLogger("cald_brain.pretrained")
 
 CACHE_ENV = "CALD_BRAIN_CACHE"
@@ -709,20 +711,12 @@ def _package_files(spec):
 # ---------------------------------------------------------------------------
 
 
-def _read_marker(folder):
-    try:
-        with open(Path(folder) / MARKER_NAME, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def _is_complete(folder, spec):
     """True when ``folder`` is a finished build of this revision of ``spec``."""
     folder = Path(folder)
     if not folder.is_dir():
         return False
-    marker = _read_marker(folder)
+    marker = read_json_marker(folder / MARKER_NAME)
     return (
         isinstance(marker, dict)
         and marker.get("name") == spec.name
@@ -763,16 +757,6 @@ def _discard(path):
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def _remove_leftovers(cache, folder_name):
     """Removes temporary/trash siblings left by killed builds on this host."""
     host = socket.gethostname()
@@ -788,7 +772,7 @@ def _remove_leftovers(cache, folder_name):
             fields = rest[len(_TMP_TAG) :].split("-")
             # fields: host..., pid, random; the host may itself contain dashes.
             if len(fields) >= 3 and "-".join(fields[:-2]) == host and fields[-2].isdigit():
-                if not _pid_alive(int(fields[-2])):
+                if not pid_alive(int(fields[-2])):
                     logger.info("removing %s, left by a killed build", entry)
                     shutil.rmtree(entry, ignore_errors=True)
 

@@ -57,7 +57,7 @@ class EncoderOutput:
     mask: torch.Tensor
 
 
-def relative_to_mask(wav_lens, n_samples, device=None):
+def relative_to_mask(wav_lens, n_samples, device=None, batch_size=None):
     """Absolute lengths and a sample mask from SpeechBrain relative lengths.
 
     Arguments
@@ -67,6 +67,8 @@ def relative_to_mask(wav_lens, n_samples, device=None):
     n_samples : int
         Padded length of the batch.
     device : torch.device, optional
+    batch_size : int, optional
+        Needed when ``wav_lens`` is None.
 
     Returns
     -------
@@ -82,7 +84,9 @@ def relative_to_mask(wav_lens, n_samples, device=None):
     ([4, 2], [4, 2])
     """
     if wav_lens is None:
-        raise ValueError("relative_to_mask needs lengths; pass torch.ones(batch) when nothing is padded.")
+        if batch_size is None:
+            raise ValueError("relative_to_mask needs lengths, or batch_size when nothing is padded.")
+        wav_lens = torch.ones(batch_size, device=device)
     wav_lens = wav_lens.to(device) if device is not None else wav_lens
     if bool(((wav_lens <= 0) | (wav_lens > 1.0 + 1e-6)).any()):
         raise ValueError(f"Relative lengths must lie in (0, 1], got {wav_lens.tolist()}.")
@@ -156,9 +160,7 @@ class Wav2Vec2Encoder(nn.Module):
         -------
         EncoderOutput
         """
-        if wav_lens is None:
-            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
-        _, sample_mask = relative_to_mask(wav_lens, wavs.shape[1], wavs.device)
+        _, sample_mask = relative_to_mask(wav_lens, wavs.shape[1], wavs.device, wavs.shape[0])
         if self.normalize_input:
             wavs = _normalize_waveforms(wavs, sample_mask)
         out = self.model(wavs, attention_mask=sample_mask.long(), output_hidden_states=True)
@@ -338,9 +340,7 @@ class WhisperEncoder(nn.Module):
         EncoderOutput
         """
         m = self.model
-        if wav_lens is None:
-            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
-        abs_lens, _ = relative_to_mask(wav_lens, wavs.shape[1], wavs.device)
+        abs_lens, _ = relative_to_mask(wav_lens, wavs.shape[1], wavs.device, wavs.shape[0])
         feats, n_mel = self.features(wavs, abs_lens)
         dtype = m.conv1.weight.dtype
         feats = feats.to(dtype)

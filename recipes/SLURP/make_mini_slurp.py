@@ -100,6 +100,8 @@ import scipy.signal
 import soundfile as sf
 import torch
 import torchaudio
+
+from cald_brain.fileutils import pid_alive, read_json_marker
 from tqdm import tqdm
 
 SAMPLE_RATE = 16000
@@ -1656,12 +1658,7 @@ def ensure_corpus(
 
 def read_marker(out):
     """The marker of a corpus that ensure_corpus completed, or None."""
-    try:
-        with open(os.path.join(out, MARKER), encoding="utf-8") as fin:
-            marker = json.load(fin)
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) else None
+    return read_json_marker(os.path.join(out, MARKER))
 
 
 def is_complete(out, settings):
@@ -1713,21 +1710,8 @@ def _remove_stale_partials(parent, name):
         pid, _, rest = entry[len(prefix) :].partition("@")
         if not pid.isdigit() or not rest.startswith(f"{host}-"):
             continue
-        if not _pid_alive(int(pid)):
+        if not pid_alive(int(pid)):
             shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-
-
-def _pid_alive(pid):
-    """Whether a process of this id runs on this host."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _espeak_version(exe):
