@@ -44,10 +44,17 @@ steps count in ``optimizer_step``, so waypoint selection and a hybrid
 cut-off see them. Then training goes on with the main optimizer and the
 mode's guide. (``zero`` and ``default`` act in ``build_student`` only.)
 
-LR schedule: when the hparam ``lr_annealing`` is set, the default
-:meth:`DistillBrain.on_fit_batch_end` calls ``lr_annealing(optimizer)``
-after every optimizer step outside the transfer stage. A recipe overriding
-``on_fit_batch_end`` calls ``super().on_fit_batch_end(...)`` to keep it.
+LR schedule: when the hparam ``lr_annealing`` is set, a fresh run calls
+``lr_annealing(optimizer)`` once before the first optimizer step (so that
+step takes the schedule's first rate, not the optimizer's peak one), and the
+default :meth:`DistillBrain.on_fit_batch_end` calls it after every optimizer
+step outside the transfer stage. A recipe overriding ``on_fit_batch_end``
+calls ``super().on_fit_batch_end(...)`` to keep it.
+
+Gradient clipping: ``max_grad_norm`` bounds the norm of all of an
+optimizer's gradients together, over every parameter group (SpeechBrain's
+own step clips only the first group, which left per-group ``lr_scales``
+groups unclipped).
 
 Hparams read (all optional)::
 
@@ -623,7 +630,7 @@ class DistillBrain(sb.core.Brain):
         if transferring:
             self._average_mixer_gradients()
         self.guide.before_student_step(self)
-        super().optimizers_step()
+        self._step_optimizers()
         if self.waypoint_saver is not None:
             self.waypoint_saver.on_optimizer_step(self)
         if transferring and not self.in_transfer_stage():
@@ -634,6 +641,33 @@ class DistillBrain(sb.core.Brain):
                 type(self.guide).__name__,
             )
             self._release_transfer()
+
+    def _step_optimizers(self):
+        """``Brain.optimizers_step`` with the clipping over *every* group.
+
+        SpeechBrain clips only ``param_groups[0]`` of each optimizer; with
+        per-group rates (``lr_scales``) that left the new mixers and the
+        head unclipped. Here each optimizer's gradients are clipped together,
+        over all its groups, to ``max_grad_norm`` (as the reference's single
+        ``clip_grad_norm_``).
+        """
+        optimizers = self.freeze_optimizers(self.optimizers_dict or {})
+        if not optimizers:
+            if getattr(self, "optimizer", None) is None:
+                return
+            optimizers = {"optimizer": self.optimizer}
+        for opt in optimizers.values():
+            self.scaler.unscale_(opt)
+            params = [p for group in opt.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        if not self.scaler.is_enabled() and self.skip_nonfinite_grads:
+            self.check_gradients()
+        for opt in optimizers.values():
+            self.scaler.step(opt)
+        self.scaler.update()
+        for opt in optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        self.optimizer_step += 1
 
     def _average_mixer_gradients(self):
         # The transfer stage calls the adapters directly, not through the
@@ -849,6 +883,24 @@ class DistillBrain(sb.core.Brain):
             )
         if self.mixer_transfer is not None and not self.in_transfer_stage():
             self._release_transfer()  # resumed after the transfer stage
+        self._prime_lr_annealing()
+
+    def _prime_lr_annealing(self):
+        """Sets the schedule's first rate before the first optimizer step.
+
+        SpeechBrain steps ``lr_annealing`` after each optimizer step, so the
+        very first step would run at the optimizer's initial rate (the peak),
+        skipping the warm-up: with AdamW that first step moves every weight
+        by the full rate at once, which scrambled the converted students (an
+        unguided Whisper -> BiMamba2 student then stayed near chance, and the
+        first end-to-end step after attention transfer undid it). A fresh run
+        therefore calls the schedule once here; a resumed run has the rate in
+        its restored optimizer state.
+        """
+        schedule = getattr(self.hparams, "lr_annealing", None)
+        if schedule is None or getattr(self, "optimizer", None) is None or self.optimizer_step > 0:
+            return
+        schedule(self.optimizer)
 
     def on_evaluate_start(self, max_key=None, min_key=None):
         """Loads the best complete checkpoint (see ``Brain.on_evaluate_start``).

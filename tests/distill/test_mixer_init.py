@@ -322,9 +322,11 @@ def test_transfer_stage_counts_steps_then_hands_over_to_the_guide(transfer_run):
     assert set(history[0]["terms"]) == {"transfer", "transfer_0", "transfer_1"}
     assert set(history[-1]["terms"]) == {"task", "layer"}
     assert "loss_transfer_0" in brain.epoch_stats[0]["train"]
-    # the main optimizer did not step, nor the LR schedule advance, during transfer
+    # the main optimizer did not step, nor the LR schedule advance, during
+    # transfer; the schedule set its first rate before the main optimizer's
+    # first step (call at 0 steps), so that step is not taken at the peak rate
     assert brain.main_optimizer_state_size == 0
-    assert schedule.calls == list(range(1, N_STEPS - TRANSFER_STEPS + 1))
+    assert schedule.calls == list(range(0, N_STEPS - TRANSFER_STEPS + 1))
     # the stage's resources are released after it
     assert len(brain.transfer_optimizer.state) == 0
 

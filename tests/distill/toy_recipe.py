@@ -267,7 +267,8 @@ class CountingSchedule:
         optimizer : torch.optim.AdamW
         """
         first = optimizer.param_groups[0]["params"][0]
-        self.calls.append(int(optimizer.state[first]["step"]))
+        state = optimizer.state.get(first, {})
+        self.calls.append(int(state["step"]) if "step" in state else 0)
 
 
 def run(hparams_file, overrides=None, run_opts=None, hparams_update=None, brain_class=None):
