@@ -70,6 +70,8 @@ def runs(args, steps_per_epoch=50):
     -------
     >>> [r.name for r in runs(parse_args([]))]
     ['std', 'unguided', 'target+transfer']
+    >>> [r.name for r in runs(parse_args(["--runs", "target", "unguided+transfer"]))]
+    ['std', 'unguided', 'target+transfer', 'target', 'unguided+transfer']
     """
     steps = ["--transfer_steps", str(args.transfer_steps)]
     # The default: the comparison the paper's claim rests on, within ~20 minutes.
@@ -83,6 +85,17 @@ def runs(args, steps_per_epoch=50):
             for mode in ("unguided", "target", "trajectory", "waypoint", "hybrid")
             for suffix, extra in (("", []), ("+transfer", TRANSFER + steps))
         ]
+    if args.runs:
+        every = {
+            f"{mode}{suffix}": (f"{mode}{suffix}", mode, extra)
+            for mode in ("unguided", "target", "trajectory", "waypoint", "hybrid")
+            for suffix, extra in (("", []), ("+transfer", TRANSFER + steps))
+        }
+        unknown = [name for name in args.runs if name not in every]
+        if unknown:
+            raise ValueError(f"Unknown run(s) {unknown}: choose among {sorted(every)}.")
+        have = {name for name, _, _ in student}
+        student = student + [every[name] for name in args.runs if name not in have]
     std_total = steps_per_epoch * args.std_epochs
     std = ["--number_of_epochs", args.std_epochs, "--decay_total_steps", std_total,
            "--warmup_steps", max(1, std_total // 20), "--waypoint_interval", max(1, std_total // 4)]
@@ -202,6 +215,9 @@ def parse_args(argv=None):
     p.add_argument("--out", default="results/slurp_demo", help="output folder")
     p.add_argument("--data_folder", default=None, help="a SLURP-layout corpus (default: generate the demo corpus)")
     p.add_argument("--full", action="store_true", help="every mode with both starts (see README for its time)")
+    p.add_argument("--runs", nargs="+", default=None, metavar="NAME",
+                   help="more students on top of the default ones (e.g. target unguided+transfer); "
+                        "finished runs in --out are reused")
     p.add_argument("--fresh", action="store_true", help="rerun runs whose results exist")
     p.add_argument("--seed", type=int, default=1986)
     p.add_argument("--epochs", type=int, default=6, help="student epochs (about 60 steps each)")
