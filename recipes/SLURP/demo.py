@@ -74,28 +74,18 @@ def runs(args, steps_per_epoch=50):
     ['std', 'unguided', 'target+transfer', 'target', 'unguided+transfer']
     """
     steps = ["--transfer_steps", str(args.transfer_steps)]
+    every = {
+        f"{mode}{suffix}": (f"{mode}{suffix}", mode, extra)
+        for mode in ("unguided", "target", "trajectory", "waypoint", "hybrid")
+        for suffix, extra in (("", []), ("+transfer", TRANSFER + steps))
+    }
     # The default: the comparison the paper's claim rests on, within ~20 minutes.
-    student = [
-        ("unguided", "unguided", []),
-        ("target+transfer", "target", TRANSFER + steps),
-    ]
-    if args.full:
-        student = [
-            (f"{mode}{suffix}", mode, extra)
-            for mode in ("unguided", "target", "trajectory", "waypoint", "hybrid")
-            for suffix, extra in (("", []), ("+transfer", TRANSFER + steps))
-        ]
-    if args.runs:
-        every = {
-            f"{mode}{suffix}": (f"{mode}{suffix}", mode, extra)
-            for mode in ("unguided", "target", "trajectory", "waypoint", "hybrid")
-            for suffix, extra in (("", []), ("+transfer", TRANSFER + steps))
-        }
-        unknown = [name for name in args.runs if name not in every]
-        if unknown:
-            raise ValueError(f"Unknown run(s) {unknown}: choose among {sorted(every)}.")
-        have = {name for name, _, _ in student}
-        student = student + [every[name] for name in args.runs if name not in have]
+    names = list(every) if args.full else ["unguided", "target+transfer"]
+    unknown = [name for name in args.runs or [] if name not in every]
+    if unknown:
+        raise ValueError(f"Unknown run(s) {unknown}: choose among {sorted(every)}.")
+    names += [name for name in args.runs or [] if name not in names]
+    student = [every[name] for name in names]
     std_total = steps_per_epoch * args.std_epochs
     std = ["--number_of_epochs", args.std_epochs, "--decay_total_steps", std_total,
            "--warmup_steps", max(1, std_total // 20), "--waypoint_interval", max(1, std_total // 4)]
