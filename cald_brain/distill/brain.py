@@ -651,11 +651,12 @@ class DistillBrain(sb.core.Brain):
         over all its groups, to ``max_grad_norm`` (as the reference's single
         ``clip_grad_norm_``).
         """
-        optimizers = self.freeze_optimizers(self.optimizers_dict or {})
-        if not optimizers:
-            if getattr(self, "optimizer", None) is None:
-                return
+        if self.optimizers_dict is not None:
+            optimizers = self.freeze_optimizers(self.optimizers_dict)
+        elif getattr(self, "optimizer", None) is not None:
             optimizers = {"optimizer": self.optimizer}
+        else:
+            return
         for opt in optimizers.values():
             self.scaler.unscale_(opt)
             params = [p for group in opt.param_groups for p in group["params"]]

@@ -75,7 +75,7 @@ def runs(args, steps_per_epoch=50):
     """
     steps = ["--transfer_steps", str(args.transfer_steps)]
     every = {
-        f"{mode}{suffix}": (f"{mode}{suffix}", mode, extra)
+        f"{mode}{suffix}": (mode, extra)
         for mode in ("unguided", "target", "trajectory", "waypoint", "hybrid")
         for suffix, extra in (("", []), ("+transfer", TRANSFER + steps))
     }
@@ -85,13 +85,12 @@ def runs(args, steps_per_epoch=50):
     if unknown:
         raise ValueError(f"Unknown run(s) {unknown}: choose among {sorted(every)}.")
     names += [name for name in args.runs or [] if name not in names]
-    student = [every[name] for name in names]
     std_total = steps_per_epoch * args.std_epochs
     std = ["--number_of_epochs", args.std_epochs, "--decay_total_steps", std_total,
            "--warmup_steps", max(1, std_total // 20), "--waypoint_interval", max(1, std_total // 4)]
     out = [Run("std", "std", [str(a) for a in std])]
     mixer = ["--mixer_kwargs", json.dumps(MIXER)]  # std keeps the transformer (mixer_kwargs: null)
-    return out + [Run(name, mode, mixer + extra) for name, mode, extra in student]
+    return out + [Run(name, every[name][0], mixer + every[name][1]) for name in names]
 
 
 def steps_per_epoch(args, train_csv):

@@ -18,9 +18,8 @@ from speechbrain.nnet.schedulers import WarmAndExpDecayLRSchedule
 import toy_recipe
 
 
-def _total_norm(optimizer):
-    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-    return float(torch.norm(torch.stack([g.norm() for g in grads])))
+def _grad_norm(params):
+    return float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
 
 
 class TwoGroupBrain(toy_recipe.ToyBrain):
@@ -40,13 +39,8 @@ class TwoGroupBrain(toy_recipe.ToyBrain):
 
         def record(opt, args, kwargs):
             self.rates.append([g["lr"] for g in opt.param_groups])
-            self.norms.append(_total_norm(opt))
-            self.group_norms.append(
-                [
-                    float(torch.norm(torch.stack([p.grad.norm() for p in g["params"] if p.grad is not None])))
-                    for g in opt.param_groups
-                ]
-            )
+            self.norms.append(_grad_norm([p for g in opt.param_groups for p in g["params"]]))
+            self.group_norms.append([_grad_norm(g["params"]) for g in opt.param_groups])
 
         self.optimizer.register_step_pre_hook(record)
 
