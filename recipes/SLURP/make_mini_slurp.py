@@ -81,30 +81,33 @@ Authors
 """
 
 import argparse
-import concurrent.futures
 import json
-import multiprocessing
 import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
 
 import numpy as np
 import scipy.signal
 import soundfile as sf
-import torch
-import torchaudio
 
-from cald_brain.fileutils import pid_alive, read_json_marker
-from tqdm import tqdm
+from cald_brain.synth import (
+    MARKER,
+    SAMPLE_RATE,
+    EspeakNotFoundError,
+    default_workers,
+    ensure_folder,
+    espeak_version,
+    hash_name,
+    marker_matches,
+    parallel_map,
+    read_marker,
+    require_espeak,
+    synthesise,
+)
 
-SAMPLE_RATE = 16000
 
 # --------------------------------------------------------------------------
 # Text: intents, templates and slot fillers
@@ -794,44 +797,6 @@ def check_espeak():
     return exe
 
 
-def synthesise(exe, text, voice, pitch, speed, tmp_wav):
-    """Speaks a text with espeak-ng; returns trimmed 16 kHz float audio.
-
-    Arguments
-    ---------
-    exe : str
-        Path of the espeak-ng executable.
-    text : str
-        What to say.
-    voice : str
-        espeak-ng voice, e.g. "en-gb-x-rp+f2".
-    pitch : int
-        Base pitch, 0-99.
-    speed : int
-        Words per minute.
-    tmp_wav : str
-        Scratch file for espeak-ng's 22.05 kHz output.
-
-    Returns
-    -------
-    numpy.ndarray
-        Mono float32 audio at 16 kHz, peak 1, silence trimmed to short margins.
-    """
-    cmd = [exe, "-v", voice, "-p", str(pitch), "-s", str(speed)]
-    subprocess.run(cmd + ["-w", tmp_wav, text], check=True, capture_output=True)
-    audio, rate = sf.read(tmp_wav, dtype="float32")
-    audio = torchaudio.functional.resample(
-        torch.from_numpy(audio), rate, SAMPLE_RATE
-    ).numpy()
-    # Trim leading/trailing silence (-35 dB of the peak), keeping 50 ms before
-    # and 80 ms after the speech: silence is free in FLAC but costs compute.
-    peak = np.abs(audio).max()
-    loud = np.flatnonzero(np.abs(audio) > peak * 10 ** (-35 / 20))
-    start = max(loud[0] - int(0.05 * SAMPLE_RATE), 0)
-    stop = min(loud[-1] + int(0.08 * SAMPLE_RATE), len(audio))
-    return audio[start:stop] / peak
-
-
 def far_field(audio, np_rng):
     """Simulates a distant microphone: room response, level drop, noise.
 
@@ -1250,44 +1215,9 @@ def render(plan, out, seed, exe, workers=1, progress=True):
             for entry in plan[split]
             for job in entry["_jobs"]
         ]
-        bar = {
-            "desc": "synthesising",
-            "total": len(tasks),
-            "disable": not progress,
-        }
-        if workers <= 1 or len(tasks) < 2:
-            results = map(_render_one, tasks)
-            for split, duration in tqdm(results, **bar):
-                seconds[split] += duration
-        else:
-            # "spawn": a forked child of a process that already ran torch
-            # can hang in its thread pool.
-            with concurrent.futures.ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-            ) as pool:
-                results = pool.map(_render_one, tasks, chunksize=8)
-                for split, duration in tqdm(results, **bar):
-                    seconds[split] += duration
+        for split, duration in parallel_map(_render_one, tasks, workers, progress=progress):
+            seconds[split] += duration
     return seconds
-
-
-def _init_worker():
-    """One torch thread per synthesis process, which ends with its parent.
-
-    A worker of a parent that was killed (SIGKILL, a timeout) would wait on
-    the task queue forever, so a thread ends it when the parent is gone.
-    """
-    torch.set_num_threads(1)
-    parent = os.getppid()
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 def _render_one(task):
@@ -1309,14 +1239,6 @@ def _render_one(task):
         write_flac(os.path.join(folder, job["far_field_file"]), distant)
         seconds += len(distant) / SAMPLE_RATE
     return split, seconds
-
-
-def hash_name(name):
-    """A stable (process-independent) integer hash of a file name."""
-    value = 0
-    for char in name.encode("utf-8"):
-        value = (value * 131 + char) % (2**61 - 1)
-    return value
 
 
 def write_text(plan, out):
@@ -1384,18 +1306,21 @@ def write_text(plan, out):
 
 # Written last into a corpus that ensure_corpus built; its "settings" say
 # which corpus it is.
-MARKER = ".corpus_complete.json"
 # Bumped whenever the same settings would give a different corpus, so that
 # ensure_corpus rebuilds corpora made by an older generator.
 GENERATOR_VERSION = 1
+GENERATOR = "make_mini_slurp.py"
 CORPUS_PARTS = ("dataset", "slurp_real", "slurp_synth")
-INSTALL_HINT = "apt-get install -y espeak-ng sox"
-
-
-class EspeakNotFoundError(RuntimeError):
-    """espeak-ng, which synthesises the corpus, is not installed."""
-
-
+REQUIRED = tuple(
+    os.path.join("dataset", "slurp", name)
+    for name in (
+        "train.jsonl",
+        "devel.jsonl",
+        "test.jsonl",
+        "train_synthetic.jsonl",
+        "metadata.json",
+    )
+)
 def corpus_settings(
     preset="mini",
     seed=1234,
@@ -1468,11 +1393,6 @@ def corpus_settings(
     return settings
 
 
-def find_espeak():
-    """The espeak-ng executable, or None when it is not on PATH."""
-    return shutil.which("espeak-ng")
-
-
 def build_corpus(out, settings, exe, workers=1, progress=True):
     """Writes a whole corpus into ``out`` (which must not hold one yet).
 
@@ -1530,11 +1450,6 @@ def build_corpus(out, settings, exe, workers=1, progress=True):
         ),
         "elapsed_s": round(time.perf_counter() - start, 1),
     }
-
-
-def default_workers():
-    """Synthesis processes by default: 2, or 1 on a single CPU."""
-    return max(1, min(2, os.cpu_count() or 1))
 
 
 def ensure_corpus(
@@ -1602,129 +1517,24 @@ def ensure_corpus(
     out = os.path.abspath(os.fspath(out))
     if is_complete(out, settings):
         return out
-    exe = find_espeak()
-    if exe is None:
-        raise EspeakNotFoundError(
-            f"Building the {preset} SLURP-layout corpus at {out} needs the "
-            "espeak-ng speech synthesiser, which is not on PATH. Install it "
-            f"with:\n  {INSTALL_HINT}\n(Debian/Ubuntu; brew install espeak-ng "
-            "on macOS) and run again."
-        )
-    _check_replaceable(out)
-    parent, name = os.path.split(out)
-    os.makedirs(parent, exist_ok=True)
-    _remove_stale_partials(parent, name)
-    # os.mkdir, unlike tempfile.mkdtemp, gives the corpus the usual modes
-    tmp = os.path.join(
-        parent,
-        f".{name}.partial-{os.getpid()}@{socket.gethostname()}-"
-        f"{uuid.uuid4().hex[:8]}",
-    )
-    os.mkdir(tmp)
-    try:
-        summary = build_corpus(
+    exe = require_espeak(f"Building the {preset} SLURP-layout corpus at {out}")
+    return ensure_folder(
+        out,
+        GENERATOR,
+        GENERATOR_VERSION,
+        settings,
+        lambda tmp: build_corpus(
             tmp, settings, exe, workers or default_workers(), progress
-        )
-        marker = {
-            "generator": "make_mini_slurp.py",
-            "version": GENERATOR_VERSION,
-            "settings": settings,
-            "espeak_ng": _espeak_version(exe),
-            "summary": summary,
-        }
-        with open(os.path.join(tmp, MARKER), "w", encoding="utf-8") as fout:
-            json.dump(marker, fout, indent=1)
-            fout.flush()
-            os.fsync(fout.fileno())
-        if is_complete(out, settings):  # another process was quicker
-            shutil.rmtree(tmp)
-            return out
-        old = f"{tmp}-old"
-        if os.path.lexists(out):
-            _check_replaceable(out)
-            os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except OSError:
-            if not is_complete(out, settings):
-                raise
-            shutil.rmtree(tmp)  # another process put the same corpus there
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
-def read_marker(out):
-    """The marker of a corpus that ensure_corpus completed, or None."""
-    return read_json_marker(os.path.join(out, MARKER))
+        ),
+        CORPUS_PARTS,
+        REQUIRED,
+        extra={"espeak_ng": espeak_version(exe)},
+    )
 
 
 def is_complete(out, settings):
     """Whether ``out`` holds a complete corpus made with these settings."""
-    marker = read_marker(out)
-    if marker is None:
-        return False
-    same = (
-        marker.get("generator") == "make_mini_slurp.py"
-        and marker.get("version") == GENERATOR_VERSION
-        and marker.get("settings") == settings
-    )
-    text_dir = os.path.join(out, "dataset", "slurp")
-    names = ("train", "devel", "test", "train_synthetic", "metadata")
-    return same and all(
-        os.path.isfile(
-            os.path.join(
-                text_dir, f"{n}.json" if n == "metadata" else f"{n}.jsonl"
-            )
-        )
-        for n in names
-    )
-
-
-def _check_replaceable(out):
-    """Raises unless ``out`` is absent or holds only a corpus' parts."""
-    if not os.path.lexists(out):
-        return
-    if not os.path.isdir(out) or os.path.islink(out):
-        raise FileExistsError(
-            f"{out} exists and is not a folder; choose another corpus folder."
-        )
-    foreign = sorted(set(os.listdir(out)) - set(CORPUS_PARTS) - {MARKER})
-    if foreign:
-        raise FileExistsError(
-            f"{out} holds {', '.join(foreign[:5])}, which are not part of a "
-            "SLURP-layout corpus; refusing to replace it. Choose an empty or "
-            "new folder."
-        )
-
-
-def _remove_stale_partials(parent, name):
-    """Removes temporary folders of killed ensure_corpus runs on this host."""
-    prefix = f".{name}.partial-"
-    host = socket.gethostname()
-    for entry in os.listdir(parent):
-        if not entry.startswith(prefix):
-            continue
-        pid, _, rest = entry[len(prefix) :].partition("@")
-        if not pid.isdigit() or not rest.startswith(f"{host}-"):
-            continue
-        if not pid_alive(int(pid)):
-            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-
-
-def _espeak_version(exe):
-    """espeak-ng's version line (the audio may change with the version)."""
-    try:
-        proc = subprocess.run(
-            [exe, "--version"], capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    lines = proc.stdout.strip().splitlines()
-    # "eSpeak NG text-to-speech: 1.51  Data at: <path>": keep the version
-    return lines[0].split("Data at")[0].strip() if lines else None
+    return marker_matches(out, GENERATOR, GENERATOR_VERSION, settings, REQUIRED)
 
 
 # --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -318,7 +319,7 @@ def test_half_built_corpus_is_not_used(small_corpus, tmp_path, monkeypatch):
     # ... and the temporary folder of an ensure_corpus run that was killed
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    host = make_mini_slurp.socket.gethostname()
+    host = socket.gethostname()
     stale = tmp_path / f".slurp_demo.partial-{dead.pid}@{host}-deadbeef"
     (stale / "dataset").mkdir(parents=True)
 
@@ -352,7 +353,7 @@ def test_foreign_folder_is_not_replaced(tmp_path, monkeypatch):
     out = tmp_path / "data"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    monkeypatch.setattr(make_mini_slurp, "find_espeak", lambda: "espeak-ng")
+    monkeypatch.setattr(make_mini_slurp, "require_espeak", lambda what: "espeak-ng")
     with pytest.raises(FileExistsError, match="notes.txt"):
         build_small(out)
     assert (out / "notes.txt").read_text() == "mine"
