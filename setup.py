@@ -31,6 +31,8 @@ setup(
         "transformers>=4.44",
         "hyperpyyaml>=1.2",
         "sentencepiece",
+        "inflect",    # TED-LIUM transcripts: numbers spelled out
+        "unidecode",
         "jiwer",
         "datasets",
         "tqdm",

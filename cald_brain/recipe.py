@@ -235,9 +235,11 @@ def run_recipe(argv, recipe_dir, brain_class, dataio_prepare, prepare=None, inte
         ``train``, ``valid`` and ``test``; ``extras`` is handed to ``setup``.
     prepare : callable, optional
         ``prepare(hparams)``: the data preparation, run on the main process.
-    interface : type, optional
+    interface : type or callable, optional
         The SpeechBrain interface that loads the packaged model (written to
-        ``model_spec.json``; None: the run is not packageable).
+        ``model_spec.json``; None: the run is not packageable), or a function
+        ``interface(hparams) -> type`` when it depends on the hparams (e.g.
+        the kind of ASR targets).
     setup : callable, optional
         ``setup(brain, extras)``: anything the Brain needs from the data
         (label lookups ...), called before training.
@@ -272,6 +274,8 @@ def run_recipe(argv, recipe_dir, brain_class, dataio_prepare, prepare=None, inte
         setup(brain, extras)
     model = hparams["modules"][hparams.get("student_module", "model")]
     n_params = sum(p.numel() for p in model.parameters())
+    if interface is not None and not isinstance(interface, type):
+        interface = interface(hparams)
     if interface is not None and if_main_process():
         from cald_brain.inference import write_model_spec
 

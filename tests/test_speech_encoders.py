@@ -125,8 +125,15 @@ def test_frozen_front_ends():
 
 def test_bad_inputs():
     enc = build_speech_encoder(config=WHISPER)
+    long = torch.randn(1, 16000 * 9)  # 450 frames > the table's 200
+    # Whisper's sinusoidal table is continued past its end ...
+    assert torch.allclose(enc.positions(450)[:200], enc.model.embed_positions.weight, atol=1e-2)
+    assert enc(long, torch.ones(1)).last_hidden_state.shape[1] == 450
+    # ... a table that is not sinusoidal is refused
+    with torch.no_grad():
+        enc.model.embed_positions.weight.normal_()
     with pytest.raises(ValueError, match="position table"):
-        enc(torch.randn(1, 16000 * 9), torch.ones(1))  # 450 frames > 200
+        enc(long, torch.ones(1))
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         enc(torch.randn(1, 16000), torch.tensor([1.5]))
     with pytest.raises(ValueError, match="exactly one"):

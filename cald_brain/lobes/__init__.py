@@ -10,6 +10,7 @@ from cald_brain.lobes.speech_classifier import (  # noqa: F401
     build_speech_classifier,
     masked_mean,
 )
+from cald_brain.lobes.speech_ctc import CTCOutput, SpeechCTC, build_speech_ctc  # noqa: F401
 from cald_brain.lobes.speech_encoders import (  # noqa: F401
     EncoderOutput,
     Wav2Vec2Encoder,

@@ -25,6 +25,7 @@ Authors
 """
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -264,6 +265,33 @@ class WhisperLogMel(nn.Module):
         return feats * frame_mask[:, None, :], n_frames
 
 
+def whisper_sinusoids(length, channels, max_timescale=10000.0):
+    """Whisper's sinusoidal position table ``[length, channels]`` (sines, then cosines).
+
+    Arguments
+    ---------
+    length : int
+    channels : int
+        Even.
+    max_timescale : float
+
+    Returns
+    -------
+    torch.Tensor
+
+    Example
+    -------
+    >>> table = whisper_sinusoids(4, 6)
+    >>> table.shape, table[0].tolist()
+    (torch.Size([4, 6]), [0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    """
+    half = channels // 2
+    increment = math.log(max_timescale) / (half - 1)
+    inverse = torch.exp(-increment * torch.arange(half, dtype=torch.float64))
+    scaled = torch.arange(length, dtype=torch.float64)[:, None] * inverse[None]
+    return torch.cat([scaled.sin(), scaled.cos()], dim=1).float()
+
+
 class WhisperEncoder(nn.Module):
     """Whisper's encoder for variable-length batches (no padding to 30 s).
 
@@ -310,6 +338,34 @@ class WhisperEncoder(nn.Module):
         """Most encoder frames the position table covers (1500 = 30 s)."""
         return self.model.embed_positions.weight.shape[0]
 
+    def positions(self, n_frames):
+        """Position embeddings of ``n_frames`` frames ``[T, C]``.
+
+        Whisper's table holds sinusoids (1500 rows = 30 s). Beyond it, the
+        same sinusoids are continued, so a converted (linear-time) encoder
+        can take a whole recording in one pass; a table that is not
+        sinusoidal cannot be continued and longer inputs are refused.
+
+        Arguments
+        ---------
+        n_frames : int
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        table = self.model.embed_positions.weight
+        if n_frames <= table.shape[0]:
+            return table[:n_frames]
+        extended = whisper_sinusoids(n_frames, table.shape[1]).to(table.device)
+        if not torch.allclose(extended[: table.shape[0]], table.float(), atol=1e-2):
+            raise ValueError(
+                f"{n_frames} encoder frames exceed Whisper's position table ({self.max_frames} frames = "
+                f"{self.max_frames / 50:.0f} s), which is not sinusoidal and cannot be continued: split "
+                "the audio into windows of at most that length."
+            )
+        return extended
+
     def freeze_feature_encoder(self):
         """Freezes the two convolutions (the positions are fixed already)."""
         for conv in (self.model.conv1, self.model.conv2):
@@ -349,13 +405,8 @@ class WhisperEncoder(nn.Module):
         x = nn.functional.gelu(m.conv2(x)).transpose(1, 2)
         n_frames = torch.div(n_mel + 1, 2, rounding_mode="floor")
         T = x.shape[1]
-        if T > self.max_frames:
-            raise ValueError(
-                f"{T} encoder frames exceed Whisper's position table ({self.max_frames} frames = "
-                f"{self.max_frames / 50:.0f} s): split the audio into windows of at most that length."
-            )
         mask = torch.arange(T, device=x.device)[None] < n_frames[:, None]
-        x = x + m.embed_positions.weight[:T].to(x.dtype)
+        x = x + self.positions(T).to(device=x.device, dtype=x.dtype)
         x = nn.functional.dropout(x, p=m.dropout, training=self.training)
         # Additive key-padding mask [B, 1, T, T]: what HF's attention backends
         # take, and what the converted mixers reduce to lengths.

@@ -1,0 +1,178 @@
+"""``CTCTranscriber``: speech recognition with a packaged CALD CTC model.
+
+A documented subclass of SpeechBrain's ``EncoderASR``: the packaged folder
+(see :func:`cald_brain.inference.package_model`) rebuilds the recogniser
+(:class:`cald_brain.lobes.SpeechCTC`, transformer or converted) offline,
+loads its weights and its tokenizer, and transcribes with greedy CTC
+decoding. What differs from ``EncoderASR``:
+
+* the module is the whole recogniser (``model``), not an ``encoder`` that
+  returns posteriors; decoding uses the model's own frame mask, so a padded
+  batch gives each file what it gives alone;
+* audio is read with soundfile (:func:`cald_brain.dataio.read_audio`), at any
+  sample rate (resampled to 16 kHz);
+* a long recording (a whole talk) is transcribed in one pass by default;
+  ``chunk_seconds`` cuts it into windows instead (what a transformer needs on
+  long audio: its memory grows with the square of the length).
+
+Usage::
+
+    from cald_brain.inference import CTCTranscriber
+    asr = CTCTranscriber.from_hparams(source="packaged/", savedir="/tmp/asr")
+    asr.transcribe_file("talk.sph")
+
+Authors
+ * cald-brain developers 2026
+"""
+
+import os
+
+import torch
+from speechbrain.inference.ASR import EncoderASR
+from speechbrain.utils.fetching import FetchConfig, LocalStrategy
+
+from cald_brain.asr import greedy_transcripts
+from cald_brain.dataio import read_audio
+
+
+class CTCTranscriber(EncoderASR):
+    """Transcribes speech with a CTC model over characters (``tokenizer.txt``).
+
+    Arguments
+    ---------
+    *args, **kwargs
+        As for ``speechbrain.inference.interfaces.Pretrained``.
+
+    Example
+    -------
+    >>> import functools
+    >>> from speechbrain.decoders import ctc_greedy_decode
+    >>> from cald_brain.asr import char_encoder
+    >>> from cald_brain.lobes import build_speech_ctc
+    >>> cfg = dict(model_type="wav2vec2", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+    ...     intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8),
+    ...     num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
+    >>> asr = CTCTranscriber(modules={"model": build_speech_ctc(30, config=cfg)},
+    ...     hparams={"tokenizer": char_encoder(),
+    ...              "decoding_function": functools.partial(ctc_greedy_decode, blank_id=0)})
+    >>> texts, ids = asr.transcribe_batch(torch.randn(2, 8000), torch.tensor([1.0, 0.5]))
+    >>> len(texts), all(isinstance(t, str) for t in texts)
+    (2, True)
+    """
+
+    HPARAMS_NEEDED = ["tokenizer", "decoding_function"]
+    MODULES_NEEDED = ["model"]
+    # What cald_brain.inference.package_model adds for this interface.
+    INTERFACE_YAML = """
+tokenizer: !new:speechbrain.dataio.encoder.CTCTextEncoder
+
+decoding_function: !name:speechbrain.decoders.ctc_greedy_decode
+    blank_id: 0
+"""
+    PACKAGE_FILES = {"tokenizer": "tokenizer.txt"}
+
+    @classmethod
+    def from_hparams(cls, source, hparams_file="hyperparams.yaml", **kwargs):
+        """Loads a packaged folder; a local folder is read with the network off.
+
+        Arguments
+        ---------
+        source : str
+            A packaged folder (or a hub repository holding one).
+        hparams_file : str
+        **kwargs : dict
+            As for ``Pretrained.from_hparams``.
+
+        Returns
+        -------
+        CTCTranscriber
+        """
+        if os.path.isdir(source):
+            overrides = dict(kwargs.pop("overrides", None) or {})
+            overrides.setdefault("pretrained_path", os.path.abspath(source))
+            kwargs["overrides"] = overrides
+            kwargs.setdefault("fetch_config", FetchConfig(allow_network=False))
+            kwargs.setdefault("local_strategy", LocalStrategy.COPY)
+        return super().from_hparams(source, hparams_file=hparams_file, **kwargs)
+
+    def encode_batch(self, wavs, wav_lens=None):
+        """CTC log-posteriors ``[B, T, V]`` and the frame mask ``[B, T]``.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[B, samples]`` at 16 kHz.
+        wav_lens : torch.Tensor, optional
+            Relative lengths.
+
+        Returns
+        -------
+        log_probs : torch.Tensor
+        mask : torch.Tensor
+        """
+        wavs = wavs.to(self.device).float()
+        if wav_lens is not None:
+            wav_lens = wav_lens.to(self.device)
+        with torch.no_grad():
+            out = self.mods.model(wavs, wav_lens)
+        return out.logits.float().log_softmax(-1), out.mask
+
+    def transcribe_batch(self, wavs, wav_lens=None):
+        """Greedy CTC transcripts of a batch.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[B, samples]`` at 16 kHz, zero-padded.
+        wav_lens : torch.Tensor, optional
+            ``[B]`` relative lengths; None: no padding.
+
+        Returns
+        -------
+        texts : list of str
+        ids : list of list of int
+            The collapsed CTC outputs (no blanks).
+        """
+        log_probs, mask = self.encode_batch(wavs, wav_lens)
+        return greedy_transcripts(log_probs, mask, self.tokenizer)
+
+    def transcribe_file(self, path, chunk_seconds=None):
+        """Transcribes one audio file (any rate; resampled), in one pass by default.
+
+        Arguments
+        ---------
+        path : str
+        chunk_seconds : float, optional
+            Cut the audio into windows of this length and join their
+            transcripts (None: the whole file at once).
+
+        Returns
+        -------
+        str
+        """
+        signal = read_audio(path, 16000)
+        return self.transcribe_signal(signal, chunk_seconds)
+
+    def transcribe_signal(self, signal, chunk_seconds=None):
+        """Transcribes one 16 kHz waveform ``[samples]`` (see :meth:`transcribe_file`)."""
+        if not chunk_seconds:
+            return self.transcribe_batch(signal.unsqueeze(0))[0][0]
+        step = int(chunk_seconds * 16000)
+        parts = [self.transcribe_batch(signal[i: i + step].unsqueeze(0))[0][0] for i in range(0, len(signal), step)]
+        return " ".join(p for p in parts if p)
+
+    def forward(self, wavs, wav_lens=None):
+        """Runs :meth:`transcribe_batch`."""
+        return self.transcribe_batch(wavs, wav_lens)
+
+
+class SentencePieceCTCTranscriber(CTCTranscriber):
+    """:class:`CTCTranscriber` for SentencePiece targets (``tokenizer.model``; unit i = output i + 1)."""
+
+    INTERFACE_YAML = """
+tokenizer: !new:sentencepiece.SentencePieceProcessor
+
+decoding_function: !name:speechbrain.decoders.ctc_greedy_decode
+    blank_id: 0
+"""
+    PACKAGE_FILES = {"tokenizer": "tokenizer.model"}
