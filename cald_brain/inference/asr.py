@@ -25,11 +25,9 @@ Authors
  * cald-brain developers 2026
 """
 
-import os
 
 import torch
 from speechbrain.inference.ASR import EncoderASR
-from speechbrain.utils.fetching import FetchConfig, LocalStrategy
 
 from cald_brain.asr import greedy_transcripts
 from cald_brain.dataio import read_audio
@@ -87,13 +85,9 @@ decoding_function: !name:speechbrain.decoders.ctc_greedy_decode
         -------
         CTCTranscriber
         """
-        if os.path.isdir(source):
-            overrides = dict(kwargs.pop("overrides", None) or {})
-            overrides.setdefault("pretrained_path", os.path.abspath(source))
-            kwargs["overrides"] = overrides
-            kwargs.setdefault("fetch_config", FetchConfig(allow_network=False))
-            kwargs.setdefault("local_strategy", LocalStrategy.COPY)
-        return super().from_hparams(source, hparams_file=hparams_file, **kwargs)
+        from cald_brain.inference.package import offline_load_kwargs
+
+        return super().from_hparams(source, hparams_file=hparams_file, **offline_load_kwargs(source, kwargs))
 
     def encode_batch(self, wavs, wav_lens=None):
         """CTC log-posteriors ``[B, T, V]`` and the frame mask ``[B, T]``.

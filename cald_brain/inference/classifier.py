@@ -15,11 +15,9 @@ Authors
 """
 
 import logging
-import os
 
 import torch
 from speechbrain.inference.interfaces import Pretrained
-from speechbrain.utils.fetching import FetchConfig, LocalStrategy
 
 from cald_brain.dataio import read_audio
 
@@ -95,15 +93,9 @@ label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
         -------
         IntentClassifier
         """
-        if os.path.isdir(source):
-            # Weights and labels are read from the folder itself, wherever it
-            # was moved to, and never from the network.
-            overrides = dict(kwargs.pop("overrides", None) or {})
-            overrides.setdefault("pretrained_path", os.path.abspath(source))
-            kwargs["overrides"] = overrides
-            kwargs.setdefault("fetch_config", FetchConfig(allow_network=False))
-            kwargs.setdefault("local_strategy", LocalStrategy.COPY)
-        return super().from_hparams(source, hparams_file=hparams_file, **kwargs)
+        from cald_brain.inference.package import offline_load_kwargs
+
+        return super().from_hparams(source, hparams_file=hparams_file, **offline_load_kwargs(source, kwargs))
 
     def classify_batch(self, wavs, wav_lens=None):
         """Classifies a batch of 16 kHz waveforms.

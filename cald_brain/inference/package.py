@@ -150,6 +150,41 @@ def write_model_spec(model, save_folder, interface, mixer=None, mixer_kwargs=Non
     return path
 
 
+def offline_load_kwargs(source, kwargs):
+    """``from_hparams`` keyword arguments that read a local package folder offline.
+
+    A packaged folder's weights and files are read from the folder itself,
+    wherever it was moved to, and never from the network; other sources
+    (hub repositories) keep SpeechBrain's defaults.
+
+    Arguments
+    ---------
+    source : str
+        A packaged folder or a hub repository.
+    kwargs : dict
+        The caller's ``from_hparams`` keyword arguments.
+
+    Returns
+    -------
+    dict
+
+    Example
+    -------
+    >>> offline_load_kwargs(".", {})["fetch_config"].allow_network
+    False
+    """
+    kwargs = dict(kwargs)
+    if os.path.isdir(source):
+        from speechbrain.utils.fetching import FetchConfig, LocalStrategy
+
+        overrides = dict(kwargs.pop("overrides", None) or {})
+        overrides.setdefault("pretrained_path", os.path.abspath(source))
+        kwargs["overrides"] = overrides
+        kwargs.setdefault("fetch_config", FetchConfig(allow_network=False))
+        kwargs.setdefault("local_strategy", LocalStrategy.COPY)
+    return kwargs
+
+
 def _yaml_kwargs(kwargs, indent):
     pad = " " * indent
     return "\n".join(f"{pad}{key}: {json.dumps(value)}" for key, value in kwargs.items())
