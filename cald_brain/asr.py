@@ -201,3 +201,34 @@ def train_sentencepiece(model_dir, vocab_size, train_csv, model_type="unigram", 
         bos_id=-1,
         eos_id=-1,
     )
+
+
+def word_error_rate(references, hypotheses):
+    """WER (percent) of hypotheses against references, with SpeechBrain's ``ErrorRateStats``.
+
+    Arguments
+    ---------
+    references, hypotheses : str or list of str
+        One text, or one per utterance (words split on white space).
+
+    Returns
+    -------
+    float
+
+    Example
+    -------
+    >>> word_error_rate("the cat sat on the mat", "the cat sat on mat")
+    16.666666666666668
+    >>> word_error_rate(["a b", "c d"], ["a b", "x"])
+    50.0
+    """
+    from speechbrain.utils.metric_stats import ErrorRateStats
+
+    if isinstance(references, str):
+        references, hypotheses = [references], [hypotheses]
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses.")
+    stats = ErrorRateStats()
+    ids = [str(i) for i in range(len(references))]
+    stats.append(ids, [h.split() for h in hypotheses], [r.split() for r in references])
+    return stats.summarize("error_rate")

@@ -266,6 +266,120 @@ def audio_pipeline(sample_rate, takes="wav", provides="sig"):
     return read
 
 
+def read_audio_crop(path, sample_rate, seconds, rng=None, normalizer=None):
+    """Reads a random window of ``seconds`` from an audio file (the whole file if shorter).
+
+    Only the window is read from disk (soundfile seeks to it), so crops of
+    long recordings cost what short files do.
+
+    Arguments
+    ---------
+    path : str
+        Audio file.
+    sample_rate : int
+        Rate the model expects (16 kHz); other rates are resampled.
+    seconds : float
+        Window length, in seconds of audio.
+    rng : random.Random, optional
+        Draws the window's start (default: the ``random`` module, which
+        SpeechBrain's ``seed_everything`` seeds).
+    normalizer : AudioNormalizer, optional
+
+    Returns
+    -------
+    torch.Tensor
+        ``[samples]``.
+
+    Example
+    -------
+    >>> import random, soundfile
+    >>> path = str(getfixture("tmpdir").join("ramp.wav"))
+    >>> soundfile.write(path, (torch.arange(48000.0) / 48000).numpy(), 16000, subtype="FLOAT")
+    >>> crop = read_audio_crop(path, 16000, 1.0, random.Random(0))
+    >>> crop.shape, bool((crop[1:] > crop[:-1]).all())  # one contiguous second
+    (torch.Size([16000]), True)
+    >>> read_audio_crop(path, 16000, 10.0).shape  # shorter than the window: all of it
+    torch.Size([48000])
+    """
+    import random
+
+    import soundfile as sf
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Audio file '{path}' does not exist (check --data_folder, or prepare again).")
+    try:
+        info = sf.info(path)
+        frames = int(round(seconds * info.samplerate))
+        start = 0
+        if info.frames > frames:
+            start = (rng or random).randint(0, info.frames - frames)
+        audio, file_rate = sf.read(path, start=start, frames=min(frames, info.frames), dtype="float32", always_2d=True)
+    except RuntimeError as err:
+        raise RuntimeError(f"Could not read audio file '{path}': {err}") from err
+    if audio.size == 0:
+        raise RuntimeError(f"Audio file '{path}' holds no samples.")
+    normalizer = normalizer or AudioNormalizer(sample_rate=sample_rate)
+    return normalizer(torch.from_numpy(audio), file_rate)
+
+
+def audio_crop_pipeline(sample_rate, seconds, takes="wav", provides="sig"):
+    """A dynamic item reading a random ``seconds``-long window of each row's audio (:func:`read_audio_crop`).
+
+    For training on long utterances (speaker identification); evaluate on
+    whole files with :func:`audio_pipeline`.
+
+    Arguments
+    ---------
+    sample_rate : int
+    seconds : float
+    takes : str
+    provides : str
+
+    Returns
+    -------
+    speechbrain.utils.data_pipeline.DynamicItem
+    """
+    from speechbrain.utils.data_pipeline import provides as provides_, takes as takes_
+
+    if seconds <= 0:
+        raise ValueError(f"A crop must be longer than 0 s, got {seconds}.")
+    normalizer = AudioNormalizer(sample_rate=sample_rate)
+
+    @takes_(takes)
+    @provides_(provides)
+    def read(path):
+        return read_audio_crop(path, sample_rate, seconds, normalizer=normalizer)
+
+    return read
+
+
+def cap_durations(dataset, seconds):
+    """Caps the ``duration`` of every row of a dataset at ``seconds`` (in place).
+
+    What dynamic batching must count when training reads crops of at most
+    ``seconds`` (:func:`audio_crop_pipeline`).
+
+    Arguments
+    ---------
+    dataset : DynamicItemDataset
+    seconds : float
+
+    Returns
+    -------
+    DynamicItemDataset
+
+    Example
+    -------
+    >>> from speechbrain.dataio.dataset import DynamicItemDataset
+    >>> ds = DynamicItemDataset({"a": {"duration": "7.5"}, "b": {"duration": 2.0}})
+    >>> [row["duration"] for row in cap_durations(ds, 3.0).data.values()]
+    [3.0, 2.0]
+    """
+    for row in dataset.data.values():
+        row["duration"] = min(float(row["duration"]), seconds)
+    return dataset
+
+
 def check_n_classes(n_classes, encoder, option):
     """Checks a classifier's size against the labels of its training data.
 

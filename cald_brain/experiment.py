@@ -316,6 +316,342 @@ def format_duration(seconds):
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+#: The modes a student run can take (std is the transformer itself).
+STUDENT_MODES = ("unguided", "target", "trajectory", "waypoint", "hybrid")
+#: Run-name suffix of a student whose new mixers start by attention transfer.
+TRANSFER_SUFFIX = "+transfer"
+
+
+def student_run_names(modes=STUDENT_MODES):
+    """Every student run name: each mode with the paper's plain start and with attention transfer.
+
+    Arguments
+    ---------
+    modes : sequence of str
+
+    Returns
+    -------
+    list of str
+
+    Example
+    -------
+    >>> student_run_names(["target", "hybrid"])
+    ['target', 'target+transfer', 'hybrid', 'hybrid+transfer']
+    """
+    return [name for mode in modes for name in (mode, mode + TRANSFER_SUFFIX)]
+
+
+def mode_runs(names, mixer_kwargs, transfer_steps, std_args=(), modes=STUDENT_MODES):
+    """The std run, then one student :class:`Run` per name.
+
+    A name is a mode (the new mixers start at random, as the paper) or
+    ``<mode>+transfer`` (they start by attention transfer for
+    ``transfer_steps`` steps: ``--mixer_init attention_transfer``). Every
+    student gets ``--mixer_kwargs`` (the std run keeps the transformer).
+
+    Arguments
+    ---------
+    names : sequence of str
+        Student run names, in order; repeats are dropped.
+    mixer_kwargs : dict
+        The students' mixer settings (``d_state``, ``headdim`` ...).
+    transfer_steps : int
+        Attention-transfer steps of the ``+transfer`` runs.
+    std_args : sequence
+        The std run's own overrides (its schedule, its waypoints).
+    modes : sequence of str
+        The modes the recipe has mode files for.
+
+    Returns
+    -------
+    list of Run
+
+    Example
+    -------
+    >>> runs = mode_runs(["unguided", "target+transfer"], {"d_state": 16}, 100)
+    >>> [(r.name, r.mode) for r in runs]
+    [('std', 'std'), ('unguided', 'unguided'), ('target+transfer', 'target')]
+    >>> runs[2].args
+    ('--mixer_kwargs', '{"d_state": 16}', '--mixer_init', 'attention_transfer', '--transfer_steps', '100')
+    >>> mode_runs(["target+tranfer"], {}, 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown run(s) ['target+tranfer']: choose among hybrid, hybrid+transfer, ...
+    """
+    known = student_run_names(modes)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"Unknown run(s) {unknown}: choose among {', '.join(sorted(known))}.")
+    mixer = ["--mixer_kwargs", json.dumps(mixer_kwargs)]
+    transfer = ["--mixer_init", "attention_transfer", "--transfer_steps", transfer_steps]
+    runs = [Run(STD_MODE, STD_MODE, list(std_args))]
+    for name in dict.fromkeys(names):
+        mode = name[: -len(TRANSFER_SUFFIX)] if name.endswith(TRANSFER_SUFFIX) else name
+        runs.append(Run(name, mode, mixer + (transfer if name != mode else [])))
+    return runs
+
+
+def start_of(run_name):
+    """The mixer start a run name stands for (a column of the demos' tables).
+
+    Example
+    -------
+    >>> start_of("target+transfer"), start_of("target"), start_of("std")
+    ('attention transfer', 'plain (paper)', '-')
+    """
+    if run_name == STD_MODE:
+        return "-"
+    return "attention transfer" if run_name.endswith(TRANSFER_SUFFIX) else "plain (paper)"
+
+
+def best_run(results, metric, lower_is_better=False, exclude=(STD_MODE,)):
+    """The run with the best test ``metric`` among the finished ones (None if none).
+
+    Arguments
+    ---------
+    results : dict
+        Run name -> its results.json (:meth:`Experiment.results`).
+    metric : str
+        A key of the runs' ``test`` results (``ACC``, ``WER`` ...).
+    lower_is_better : bool
+    exclude : sequence of str
+        Runs left out (the std run, baselines ...).
+
+    Returns
+    -------
+    str or None
+
+    Example
+    -------
+    >>> res = {"std": {"test": {"WER": 5}}, "a": {"test": {"WER": 30}}, "b": {"test": {"WER": 20}}, "c": None}
+    >>> best_run(res, "WER", lower_is_better=True), best_run(res, "WER")
+    ('b', 'a')
+    """
+    scores = {
+        name: res["test"][metric] for name, res in results.items()
+        if name not in exclude and res and metric in (res.get("test") or {})
+    }
+    if not scores:
+        return None
+    pick = min if lower_is_better else max
+    return pick(scores, key=scores.get)
+
+
+def batches_per_epoch(train_csv, max_batch_length, num_buckets, seed, max_duration=None):
+    """Optimizer steps in one epoch of dynamic batches over a manifest.
+
+    What a demo needs to set step-counted schedules (warm-up, decay,
+    waypoints, the hybrid switch) before the runs start.
+
+    Arguments
+    ---------
+    train_csv : str
+        A manifest with a ``duration`` column.
+    max_batch_length : float
+        Seconds of audio per batch.
+    num_buckets : int
+    seed : int
+    max_duration : float, optional
+        Seconds an utterance counts for at most (training on random crops).
+
+    Returns
+    -------
+    int
+    """
+    from cald_brain.dataio import cap_durations, manifest_datasets, use_dynamic_batching
+
+    train = manifest_datasets({"train": train_csv}, "")["train"]
+    if max_duration:
+        cap_durations(train, max_duration)
+    return len(use_dynamic_batching(train, {}, max_batch_length, num_buckets, seed=seed))
+
+
+def schedule_args(total_steps, warmup_fraction=0.05, distill_fraction=0.6):
+    """Step-counted overrides for a run of ``total_steps`` optimizer steps.
+
+    Linear warm-up over ``warmup_fraction`` of the steps, the decay reaching
+    its floor at the end, and the hybrid switch after ``distill_fraction``
+    (the paper: 40k of 90k, about 0.44; waypoint and trajectory ignore it).
+
+    Arguments
+    ---------
+    total_steps : int
+    warmup_fraction : float
+    distill_fraction : float
+
+    Returns
+    -------
+    list
+
+    Example
+    -------
+    >>> schedule_args(200)
+    ['--warmup_steps', 10, '--decay_total_steps', 200, '--distill_until', 120]
+    """
+    if total_steps < 1:
+        raise ValueError(f"A run needs at least one optimizer step, got {total_steps}.")
+    return [
+        "--warmup_steps", max(1, int(total_steps * warmup_fraction)),
+        "--decay_total_steps", total_steps,
+        "--distill_until", int(total_steps * distill_fraction),
+    ]
+
+
+def drop_if_older(folder, than):
+    """Removes ``folder`` when it is older than the path ``than`` (e.g. manifests of a rebuilt corpus).
+
+    Data preparations skip when their options are unchanged; after the corpus
+    itself was rebuilt, its old manifests must go first.
+
+    Arguments
+    ---------
+    folder : str
+    than : str
+        A file or folder; nothing happens when either is missing.
+
+    Returns
+    -------
+    bool
+        Whether ``folder`` was removed.
+
+    Example
+    -------
+    >>> tmp = getfixture("tmpdir")
+    >>> old = tmp.mkdir("manifests"); new = tmp.join("marker"); _ = new.write("x")
+    >>> os.utime(str(old), (0, 0))
+    >>> drop_if_older(str(old), str(new)), os.path.exists(str(old))
+    (True, False)
+    """
+    if not (os.path.isdir(folder) and os.path.exists(than)):
+        return False
+    if os.path.getmtime(folder) >= os.path.getmtime(than):
+        return False
+    logger.info("Removing %s: it is older than %s.", folder, than)
+    shutil.rmtree(folder)
+    return True
+
+
+def add_demo_options(parser, out, epochs, std_epochs, transfer_steps, batch_seconds, alpha_layer, seconds,
+                     lr=1e-4, new_lr_scale=10.0, decay_factor=0.25, seed=1986):
+    """Adds the options every recipe demo has to an ``argparse`` parser (the defaults given).
+
+    Arguments
+    ---------
+    parser : argparse.ArgumentParser
+    out : str
+        Default output folder.
+    epochs, std_epochs : int
+        Student and std epochs.
+    transfer_steps : int
+        Attention-transfer steps of the ``+transfer`` runs.
+    batch_seconds : float
+        Seconds of audio per dynamic batch.
+    alpha_layer : float
+        Layer-loss weight.
+    seconds : list of float
+        Timed input lengths.
+    lr, new_lr_scale, decay_factor : float
+        Rate of the pretrained weights, the new parts' multiple of it, the
+        decay of the rate over a run.
+    seed : int
+
+    Returns
+    -------
+    argparse.ArgumentParser
+
+    Example
+    -------
+    >>> import argparse
+    >>> p = add_demo_options(argparse.ArgumentParser(), "results/x", 5, 4, 60, 30.0, 15.0, [2, 5])
+    >>> args = p.parse_args(["--runs", "hybrid"])
+    >>> args.runs, args.epochs, args.full, args.lr
+    (['hybrid'], 5, False, 0.0001)
+    """
+    p = parser
+    p.add_argument("--out", default=out, help="output folder")
+    p.add_argument("--full", action="store_true", help="every mode with both starts (see the README for its time)")
+    p.add_argument("--runs", nargs="+", default=None, metavar="NAME",
+                   help="more students on top of the default ones (e.g. hybrid target+transfer); "
+                        "finished runs in --out are reused")
+    p.add_argument("--fresh", action="store_true", help="rerun runs whose results exist")
+    p.add_argument("--seed", type=int, default=seed)
+    p.add_argument("--epochs", type=int, default=epochs, help="student epochs")
+    p.add_argument("--std_epochs", type=int, default=std_epochs)
+    p.add_argument("--transfer_steps", type=int, default=transfer_steps)
+    p.add_argument("--batch_seconds", type=float, default=batch_seconds, help="seconds of audio per (dynamic) batch")
+    p.add_argument("--num_buckets", type=int, default=20)
+    p.add_argument("--lr", type=float, default=lr, help="pretrained weights' rate")
+    p.add_argument("--new_lr_scale", type=float, default=new_lr_scale, help="new mixers' and head's rate / lr")
+    p.add_argument("--decay_factor", type=float, default=decay_factor,
+                   help="exponential decay of the rate over a run (its mean ~ a cosine schedule's)")
+    p.add_argument("--alpha_layer", type=float, default=alpha_layer, help="layer-loss weight")
+    p.add_argument("--seconds", type=float, nargs="+", default=list(seconds), help="timed input lengths")
+    return p
+
+
+def demo_overrides(args, data_folder, steps, source, head_pattern):
+    """The ``train.py`` overrides every run of a demo shares (its sizes; the YAML keeps the paper's).
+
+    Arguments
+    ---------
+    args : argparse.Namespace
+        From a parser with :func:`add_demo_options`.
+    data_folder : str
+    steps : int
+        Optimizer steps per epoch (:func:`batches_per_epoch`).
+    source : str
+        The pretrained source.
+    head_pattern : str
+        Regular expression of the task head's parameter names (trained,
+        with the new mixers, at ``new_lr_scale`` times the rate).
+
+    Returns
+    -------
+    list
+
+    Example
+    -------
+    >>> import argparse
+    >>> args = add_demo_options(argparse.ArgumentParser(), "o", 2, 2, 10, 30.0, 1.0, [1]).parse_args([])
+    >>> ov = demo_overrides(args, "/data", 50, "whisper-tiny.en", r"^model\\.head\\.")
+    >>> ov[ov.index("--decay_total_steps") + 1], ov[ov.index("--max_batch_length") + 1]
+    (100, 30.0)
+    """
+    scales = {r"\.mixer\.": args.new_lr_scale, head_pattern: args.new_lr_scale}
+    return [
+        "--data_folder", data_folder,
+        "--source", source,
+        "--seed", args.seed,
+        "--number_of_epochs", args.epochs,
+        "--dynamic_batching", True,
+        "--max_batch_length", args.batch_seconds,
+        "--num_buckets", args.num_buckets,
+        "--grad_accumulation_factor", 1,
+        "--num_workers", 0,
+        "--lr", args.lr,
+        "--lr_scales", json.dumps(scales),
+        *schedule_args(steps * args.epochs),
+        "--decay_factor", args.decay_factor,
+        "--alpha_layer", args.alpha_layer,
+        "--noprogressbar",
+    ]
+
+
+def std_overrides(args, steps):
+    """The std run's own overrides: its epochs, its schedule, four waypoints.
+
+    Example
+    -------
+    >>> import argparse
+    >>> args = add_demo_options(argparse.ArgumentParser(), "o", 2, 4, 10, 30.0, 1.0, [1]).parse_args([])
+    >>> std_overrides(args, 50)
+    ['--number_of_epochs', 4, '--warmup_steps', 10, '--decay_total_steps', 200, '--distill_until', 120, \
+'--waypoint_interval', 50]
+    """
+    total = steps * args.std_epochs
+    return ["--number_of_epochs", args.std_epochs, *schedule_args(total), "--waypoint_interval", max(1, total // 4)]
+
+
 # ---------------------------------------------------------------------------
 # Statistics
 # ---------------------------------------------------------------------------
@@ -857,6 +1193,8 @@ class Experiment:
         if report.get("timing_table"):
             self.console("")
             self.console(report["timing_table"])
+        for heading, text in kwargs.get("sections", ()):
+            self.console(f"\n{heading}:\n{text.strip()}")
         total = format_duration(kwargs["total_s"])
         self.console(f"\nreport: {report['md']} (plot {report['png']}); total time {total}")
         return report
@@ -1103,6 +1441,130 @@ def _peak_mib(model, inputs, cuda):
     return (torch.cuda.max_memory_allocated(cuda) - before) / 2**20
 
 
+def _proc_status_kib(field):
+    """A ``/proc/self/status`` field in KiB (Linux), or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fin:
+            for line in fin:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def measure_call(fn, *args, **kwargs):
+    """Calls ``fn`` once; its result, wall time and peak memory.
+
+    Peak memory is what the call needed beyond what was in use before it:
+    on CUDA (when a GPU is in use) the allocator's peak; on the CPU the
+    resident set's high-water mark, reset before the call (Linux
+    ``/proc/self/clear_refs``; elsewhere None). On the CPU the figure
+    counts every allocation of the process during the call, so measure in
+    a fresh process (:func:`measure_isolated`) for figures that earlier
+    work cannot blur.
+
+    Arguments
+    ---------
+    fn : callable
+    *args, **kwargs
+        Its arguments.
+
+    Returns
+    -------
+    dict
+        ``result``, ``seconds``, ``peak_mib`` (or None), ``device``
+        (``cpu`` or ``cuda``).
+
+    Example
+    -------
+    >>> import torch
+    >>> out = measure_call(lambda n: torch.ones(n).sum().item(), 32 * 2**20)  # 128 MiB of float32
+    >>> out["result"], out["seconds"] > 0
+    (33554432.0, True)
+    >>> out["peak_mib"] is None or out["peak_mib"] > 100
+    True
+    """
+    import torch
+
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    before_rss = None
+    if cuda:
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        try:
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as fout:
+                fout.write("5")  # resets VmHWM to the current resident set
+            before_rss = _proc_status_kib("VmRSS")
+        except OSError:
+            before_rss = None
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak = None
+    if cuda:
+        peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+    elif before_rss is not None:
+        high = _proc_status_kib("VmHWM")
+        peak = None if high is None else max(0, high - before_rss) / 1024
+    return {"result": result, "seconds": seconds, "peak_mib": peak, "device": "cuda" if cuda else "cpu"}
+
+
+def _measure_in_child(fn, args, kwargs, setup):
+    import torch
+
+    torch.set_grad_enabled(False)
+    if setup is not None:
+        args = (setup(), *args)
+    return measure_call(fn, *args, **kwargs)
+
+
+def measure_isolated(fn, *args, setup=None, timeout=None, **kwargs):
+    """:func:`measure_call` in a fresh process, so earlier work cannot blur the peak.
+
+    Arguments
+    ---------
+    fn : callable
+        Picklable: a module-level function (or a ``functools.partial`` of one).
+    *args, **kwargs
+        Its arguments (picklable).
+    setup : callable, optional
+        Picklable; called in the child first, not measured (e.g. loading a
+        model), its result passed to ``fn`` as the first argument.
+    timeout : float, optional
+        Seconds before the child is stopped (a ``TimeoutError``).
+
+    Returns
+    -------
+    dict
+        As :func:`measure_call`.
+
+    Example
+    -------
+    >>> measure_isolated(sum, [1, 2, 3])["result"]
+    6
+    >>> import functools
+    >>> measure_isolated(max, 5, setup=functools.partial(int, "7"))["result"]
+    7
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        future = pool.submit(_measure_in_child, fn, args, kwargs, setup)
+        try:
+            return future.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.kill()
+            raise TimeoutError(f"{getattr(fn, '__name__', fn)} took more than {timeout} s.") from None
+
+
 # ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
@@ -1214,7 +1676,7 @@ def timing_table(timing):
 
 
 def write_report(out, rows, columns, title=None, paper_rows=None, notes=(), timing=None, curves=None,
-                 stage_times=None, total_s=None, plot_column=None):
+                 stage_times=None, total_s=None, plot_column=None, sections=()):
     """Writes ``results.md``, ``results.json`` and ``results.png`` into ``out``.
 
     Arguments
@@ -1245,6 +1707,9 @@ def write_report(out, rows, columns, title=None, paper_rows=None, notes=(), timi
     plot_column : Column or key, optional
         The column drawn as bars (default: the first with an interval, else
         the first percent column, else the first numeric one).
+    sections : sequence of (str, str)
+        More sections of the recipe's own (heading, Markdown text), after
+        the inference times.
 
     Returns
     -------
@@ -1298,6 +1763,8 @@ def write_report(out, rows, columns, title=None, paper_rows=None, notes=(), timi
             timing_text,
             "",
         ]
+    for heading, text in sections:
+        parts += [f"## {heading}", "", text.strip(), ""]
     if notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     if stage_times:
@@ -1315,6 +1782,7 @@ def write_report(out, rows, columns, title=None, paper_rows=None, notes=(), timi
         "table": table,
         "paper_rows": paper_rows,
         "notes": list(notes),
+        "sections": [list(section) for section in sections],
         "timing": timing,
         "curves": curves,
         "stage_times_s": stage_times,

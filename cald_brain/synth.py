@@ -5,6 +5,8 @@ The offline demos train on corpora laid out exactly like the real ones
 its own corpus; this module holds the parts they have in common:
 
 * :func:`synthesise`: one utterance from espeak-ng, at 16 kHz, trimmed;
+* :func:`reverberate`: a recording in a synthetic room (a decaying-noise
+  impulse response, :func:`room_impulse_response`, mixed dry/wet);
 * :func:`parallel_map`: synthesis in worker processes, with a progress bar
   (the output never depends on the number of workers);
 * :func:`ensure_folder`: build a corpus in a temporary sibling folder, write
@@ -155,6 +157,84 @@ def hash_name(name):
     for char in name.encode("utf-8"):
         value = (value * 131 + char) % (2**61 - 1)
     return value
+
+
+def room_impulse_response(rt60, rng, sample_rate=SAMPLE_RATE, length=None):
+    """A synthetic room's reverberation tail: exponentially decaying white noise.
+
+    The amplitude falls by 60 dB in ``rt60`` seconds; the response has unit
+    energy, so convolving with it keeps a signal's level about the same.
+
+    Arguments
+    ---------
+    rt60 : float
+        Reverberation time in seconds (60 dB decay), e.g. 0.1 (a small
+        furnished room) to 0.6 (a hall).
+    rng : numpy.random.Generator
+        Source of the noise (the same generator state gives the same room).
+    sample_rate : int
+    length : float, optional
+        Seconds of response; default ``1.5 * rt60`` (then -90 dB), at most 1 s.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, ``[samples]``.
+
+    Example
+    -------
+    >>> rir = room_impulse_response(0.2, np.random.default_rng(0))
+    >>> len(rir), round(float(np.sum(rir ** 2)), 3)
+    (4800, 1.0)
+    >>> bool(np.abs(rir[:800]).max() > 100 * np.abs(rir[-800:]).max())
+    True
+    """
+    if rt60 <= 0:
+        raise ValueError(f"rt60 must be positive (seconds), got {rt60}.")
+    n = max(1, int(round((length or min(1.5 * rt60, 1.0)) * sample_rate)))
+    t = np.arange(n) / sample_rate
+    rir = rng.standard_normal(n) * 10 ** (-3.0 * t / rt60)  # 10^-3 = -60 dB at t = rt60
+    return (rir / np.sqrt(np.sum(rir**2))).astype(np.float32)
+
+
+def reverberate(audio, rt60, wet, rng, sample_rate=SAMPLE_RATE):
+    """Mixes audio with its reverberation in a synthetic room (:func:`room_impulse_response`).
+
+    Arguments
+    ---------
+    audio : numpy.ndarray
+        Mono audio, ``[samples]``.
+    rt60 : float
+        Reverberation time of the room, seconds.
+    wet : float
+        Share of the reverberant signal, 0 (dry) to 1 (only the room).
+    rng : numpy.random.Generator
+        Source of the room's response: seed it per room to give all the
+        recordings of one room the same response.
+    sample_rate : int
+
+    Returns
+    -------
+    numpy.ndarray
+        float32; longer than ``audio`` by the reverberation tail.
+
+    Example
+    -------
+    >>> dry = np.zeros(1600, np.float32); dry[0] = 1.0
+    >>> out = reverberate(dry, 0.1, 0.5, np.random.default_rng(0))
+    >>> len(out), 0.4 < float(out[0]) < 0.6, bool(np.abs(out[100:]).max() > 0)
+    (3999, True, True)
+    """
+    if not 0.0 <= wet <= 1.0:
+        raise ValueError(f"wet must be between 0 and 1, got {wet}.")
+    audio = np.asarray(audio, dtype=np.float32)
+    rir = room_impulse_response(rt60, rng, sample_rate)
+    n = len(audio) + len(rir) - 1
+    nfft = 1 << (n - 1).bit_length()
+    tail = np.fft.irfft(np.fft.rfft(audio, nfft) * np.fft.rfft(rir, nfft), nfft)[:n]
+    out = wet * tail
+    out[: len(audio)] += (1.0 - wet) * audio
+    return out.astype(np.float32)
 
 
 def default_workers():

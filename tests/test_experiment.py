@@ -501,3 +501,27 @@ def test_time_inference_on_cuda_records_peak_memory():
     assert all(v > 0 for values in timing["ms"].values() for v in values)
     quadratic, linear = timing["peak_mib"]["quadratic"], timing["peak_mib"]["linear"]
     assert quadratic[-1] > linear[-1] >= 0  # a 1024 x 1024 score matrix vs none
+
+
+def test_batches_per_epoch_counts_dynamic_batches(tmp_path):
+    from cald_brain.experiment import batches_per_epoch
+
+    manifest = tmp_path / "train.csv"
+    rows = "".join(f"u{i},{1 + i % 3}.0,$data_root/u{i}.flac\n" for i in range(30))
+    manifest.write_text("ID,duration,wav\n" + rows)  # 60 s of audio
+    assert 6 <= batches_per_epoch(str(manifest), 10, 3, 1986) <= 30  # >= 60 s / 10 s
+    assert batches_per_epoch(str(manifest), 100, 3, 1986) < batches_per_epoch(str(manifest), 10, 3, 1986)
+
+
+def test_mode_runs_put_std_first_and_give_each_start_its_options():
+    from cald_brain.experiment import mode_runs, student_run_names
+
+    runs = mode_runs(student_run_names(), {"d_state": 8}, 40, std_args=["--number_of_epochs", 2])
+    assert [r.name for r in runs][:3] == ["std", "unguided", "unguided+transfer"]
+    assert len(runs) == 11 and runs[0].args == ("--number_of_epochs", "2")
+    by_name = {r.name: r for r in runs}
+    assert "--mixer_init" not in by_name["hybrid"].args
+    assert by_name["hybrid+transfer"].mode == "hybrid" and by_name["hybrid+transfer"].requires_std
+    assert "--mixer_kwargs" not in runs[0].args
+    with pytest.raises(ValueError, match="Unknown run"):
+        mode_runs(["std"], {}, 1)

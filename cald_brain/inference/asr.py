@@ -25,6 +25,7 @@ Authors
  * cald-brain developers 2026
 """
 
+import os
 
 import torch
 from speechbrain.inference.ASR import EncoderASR
@@ -68,6 +69,12 @@ decoding_function: !name:speechbrain.decoders.ctc_greedy_decode
     blank_id: 0
 """
     PACKAGE_FILES = {"tokenizer": "tokenizer.txt"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        expect_len = getattr(self.tokenizer, "expect_len", None)  # SentencePiece models have none
+        if expect_len is not None:
+            expect_len(len(self.tokenizer))  # as loaded: the package's own symbols
 
     @classmethod
     def from_hparams(cls, source, hparams_file="hyperparams.yaml", **kwargs):
@@ -170,3 +177,116 @@ decoding_function: !name:speechbrain.decoders.ctc_greedy_decode
     blank_id: 0
 """
     PACKAGE_FILES = {"tokenizer": "tokenizer.model"}
+
+
+def load_transcriber(folder, interface="cald_brain.inference.CTCTranscriber", warmup_seconds=2.0):
+    """Loads a packaged recogniser offline and warms it up on silence.
+
+    Arguments
+    ---------
+    folder : str
+        A packaged folder (:func:`cald_brain.inference.package_model`).
+    interface : str or type
+        The interface class (or its dotted name).
+    warmup_seconds : float
+        Length of the untimed first transcription (0: none).
+
+    Returns
+    -------
+    CTCTranscriber
+    """
+    from cald_brain.inference.package import import_by_name
+
+    cls = import_by_name(interface) if isinstance(interface, str) else interface
+    asr = cls.from_hparams(source=folder, savedir=os.path.normpath(folder) + ".loaded")
+    if warmup_seconds:
+        asr.transcribe_signal(torch.zeros(int(warmup_seconds * 16000)))
+    return asr
+
+
+def transcribe_path(asr, path, chunk_seconds=None):
+    """``asr.transcribe_file(path, chunk_seconds)``: what :func:`benchmark_long_form` measures."""
+    return asr.transcribe_file(path, chunk_seconds=chunk_seconds)
+
+
+def benchmark_long_form(packaged, path, reference, windows=(None, 30.0), timeout=None,
+                        interface="cald_brain.inference.CTCTranscriber"):
+    """Transcribes one long recording with each packaged model: time, peak memory, WER.
+
+    Each (model, window) runs in a fresh process
+    (:func:`cald_brain.experiment.measure_isolated`): the model is loaded and
+    warmed up first, then only the transcription of the file (reading
+    included) is measured.
+
+    Arguments
+    ---------
+    packaged : dict
+        Label -> packaged folder.
+    path : str
+        The recording (any format soundfile reads: SPHERE, FLAC, WAV ...).
+    reference : str
+        Its transcript (the WER reference).
+    windows : sequence
+        None (one pass) and/or window lengths in seconds.
+    timeout : float, optional
+        Seconds allowed per transcription; a slower one is reported as timed out.
+    interface : str or type
+        The packages' interface.
+
+    Returns
+    -------
+    list of dict
+        ``model``, ``how``, ``audio``, ``audio_s``, and ``seconds``, ``rtf``
+        (seconds per second of audio), ``peak_mib``, ``device``, ``wer``,
+        ``hypothesis``, or ``error``.
+    """
+    import functools
+
+    import soundfile as sf
+
+    from cald_brain.asr import word_error_rate
+    from cald_brain.experiment import measure_isolated
+
+    info = sf.info(path)
+    audio_s = info.frames / info.samplerate
+    rows = []
+    for label, folder in packaged.items():
+        for chunk in windows:
+            how = "one pass" if not chunk else f"{chunk:g} s windows"
+            row = {"model": label, "how": how, "audio": path, "audio_s": audio_s}
+            try:
+                out = measure_isolated(transcribe_path, path, chunk, timeout=timeout,
+                                       setup=functools.partial(load_transcriber, folder, interface))
+            except TimeoutError as err:
+                rows.append(dict(row, error=str(err)))
+                continue
+            rows.append(dict(row, seconds=out["seconds"], rtf=out["seconds"] / audio_s, peak_mib=out["peak_mib"],
+                             device=out["device"], wer=word_error_rate(reference, out["result"]),
+                             hypothesis=out["result"]))
+    return rows
+
+
+def long_form_table(rows):
+    """:func:`benchmark_long_form`'s rows as a Markdown table.
+
+    Example
+    -------
+    >>> print(long_form_table([{"model": "std", "how": "one pass", "audio_s": 600.0, "seconds": 30.0,
+    ...     "rtf": 0.05, "peak_mib": 800.0, "wer": 40.0}, {"model": "std", "how": "30 s windows",
+    ...     "audio_s": 600.0, "error": "took more than 10 s"}]))
+    | model | how          | audio | time      |    RTF | peak MiB | WER % |
+    |:------|:-------------|------:|:----------|-------:|---------:|------:|
+    | std   | one pass     | 10:00 | 30.0 s    | 0.0500 |      800 |  40.0 |
+    | std   | 30 s windows | 10:00 | timed out |        |          |       |
+    """
+    from cald_brain.experiment import format_duration, format_markdown_table
+
+    body = []
+    for r in rows:
+        if "error" in r:
+            body.append([r["model"], r["how"], format_duration(r["audio_s"]), "timed out", "", "", ""])
+            continue
+        peak = "n/a" if r.get("peak_mib") is None else f"{r['peak_mib']:.0f}"
+        body.append([r["model"], r["how"], format_duration(r["audio_s"]), f"{r['seconds']:.1f} s",
+                     f"{r['rtf']:.4f}", peak, f"{r['wer']:.1f}"])
+    return format_markdown_table(["model", "how", "audio", "time", "RTF", "peak MiB", "WER %"], body)

@@ -15,8 +15,10 @@ Training writes the spec (``model_spec.json``) next to its checkpoints with
 checkpoint. A model class takes part by giving a ``builder`` (dotted name of
 a function) and a ``builder_kwargs()`` method; an interface class (a
 ``speechbrain.inference.interfaces.Pretrained`` subclass) by giving
-``INTERFACE_YAML`` (its hparams, which may ``!ref`` the spec's ``hparams``)
-and ``PACKAGE_FILES`` (loadable name -> file of the run's save folder).
+``INTERFACE_YAML`` (its hparams, which may ``!ref`` the spec's ``hparams``),
+``PACKAGE_FILES`` (loadable name -> file of the run's save folder) and, when
+its modules are not just ``model``, ``MODULES_YAML`` (modules built on
+``<model>``, e.g. SpeechBrain's ``EncoderClassifier``'s four).
 
 Authors
  * cald-brain developers 2026
@@ -53,7 +55,10 @@ model: !apply:cald_brain.distill.build_student
 {builder_kwargs}
     mixer: !ref <mixer>
     mixer_kwargs: !ref <mixer_kwargs>
+"""
 
+# The interface's modules, unless it gives its own MODULES_YAML.
+MODULES_YAML = """
 modules:
     model: !ref <model>
 """
@@ -258,6 +263,7 @@ def package_model(output_folder_or_checkpoint, dest, save_folder=None, max_key=N
         builder=spec["builder"],
         builder_kwargs=_yaml_kwargs(spec["builder_kwargs"], 8),
     )
+    text += getattr(interface, "MODULES_YAML", MODULES_YAML)
     text += getattr(interface, "INTERFACE_YAML", "")
     text += "\npretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n    loadables:\n"
     text += "".join(f"        {name}: !ref <{name}>\n" for name in loadables)

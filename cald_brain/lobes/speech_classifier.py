@@ -37,11 +37,59 @@ class ClassifierOutput:
         left out, as in the reference, section 3.8).
     mask : torch.Tensor
         ``[B, T]`` boolean frame mask (True on real frames).
+    embeddings : torch.Tensor, optional
+        ``[B, D]`` the pooled utterance vectors the classifier reads (a
+        speaker embedding, for speaker identification).
     """
 
     logits: torch.Tensor
     hidden_states: tuple
     mask: torch.Tensor
+    embeddings: torch.Tensor = None
+
+
+#: Pooling of :class:`SpeechClassifier`: ``mean`` (the paper's), or
+#: ``attentive`` (SpeechBrain's attentive statistics pooling, ECAPA-TDNN's).
+POOLINGS = ("mean", "attentive")
+
+
+class AttentiveStatsPooling(nn.Module):
+    """SpeechBrain's ``AttentiveStatisticsPooling`` on ``[B, T, C]`` frames with a boolean mask.
+
+    Attention-weighted mean and standard deviation over the real frames
+    (``[B, 2C]``); padded frames get no weight.
+
+    Arguments
+    ---------
+    channels : int
+    attention_channels : int
+    global_context : bool
+        Whether the attention also sees the utterance's mean and deviation.
+
+    Example
+    -------
+    >>> pool = AttentiveStatsPooling(8, 4)
+    >>> x = torch.randn(2, 10, 8)
+    >>> mask = torch.arange(10)[None] < torch.tensor([[10], [6]])
+    >>> out = pool(x, mask)
+    >>> out.shape
+    torch.Size([2, 16])
+    >>> x2 = x.clone(); x2[1, 6:] = 1e3  # padding does not matter
+    >>> torch.allclose(pool(x2, mask), out, atol=1e-5)
+    True
+    """
+
+    def __init__(self, channels, attention_channels=128, global_context=True):
+        super().__init__()
+        from speechbrain.lobes.models.ECAPA_TDNN import AttentiveStatisticsPooling
+
+        self.pool = AttentiveStatisticsPooling(channels, attention_channels, global_context)
+
+    def forward(self, x, mask):
+        """Pools ``x`` ``[B, T, C]`` over the frames where ``mask`` ``[B, T]`` is True."""
+        lengths = mask.sum(1).to(x.dtype) / mask.shape[1]
+        x = x.masked_fill(~mask.unsqueeze(-1), 0.0)
+        return self.pool(x.transpose(1, 2), lengths).squeeze(-1)
 
 
 def masked_mean(x, mask):
@@ -70,7 +118,7 @@ def masked_mean(x, mask):
 
 
 class SpeechClassifier(nn.Module):
-    """Speech encoder, masked mean pooling, linear classifier.
+    """Speech encoder, masked mean (or attentive statistics) pooling, linear classifier.
 
     Arguments
     ---------
@@ -78,6 +126,10 @@ class SpeechClassifier(nn.Module):
         A :mod:`cald_brain.lobes.speech_encoders` encoder.
     n_classes : int
         Number of output classes.
+    pooling : str
+        One of :data:`POOLINGS`: ``mean`` (the paper's) or ``attentive``.
+    attention_channels : int
+        Hidden size of the attentive pooling's attention.
 
     Example
     -------
@@ -89,14 +141,24 @@ class SpeechClassifier(nn.Module):
     >>> out = model(torch.randn(2, 4000), torch.tensor([1.0, 0.5]))
     >>> out.logits.shape, len(out.hidden_states), out.mask.sum(1).tolist()
     (torch.Size([2, 3]), 2, [198, 98])
+    >>> build_speech_classifier(3, config=TINY_CONFIG, pooling="attentive")(torch.randn(1, 4000)).embeddings.shape
+    torch.Size([1, 64])
     """
 
     builder = "cald_brain.lobes.build_speech_classifier"
 
-    def __init__(self, encoder, n_classes):
+    def __init__(self, encoder, n_classes, pooling="mean", attention_channels=128):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"Unknown pooling '{pooling}': choose among {POOLINGS}.")
         self.encoder = encoder
-        self.classifier = nn.Linear(encoder.hidden_size, n_classes)
+        self.pooling = pooling
+        self.attention_channels = attention_channels
+        width = encoder.hidden_size
+        if pooling == "attentive":
+            self.pool = AttentiveStatsPooling(width, attention_channels)
+            width *= 2
+        self.classifier = nn.Linear(width, n_classes)
 
     @property
     def n_classes(self):
@@ -112,7 +174,15 @@ class SpeechClassifier(nn.Module):
         """
         kwargs = dict(self.encoder.builder_kwargs(), n_classes=self.n_classes)
         kwargs["freeze_feature_encoder"] = False
+        if self.pooling != "mean":
+            kwargs.update(pooling=self.pooling, attention_channels=self.attention_channels)
         return kwargs
+
+    def pool_frames(self, hidden, mask):
+        """The utterance vectors ``[B, D]`` of frames ``[B, T, C]`` (mask ``[B, T]``)."""
+        if self.pooling == "attentive":
+            return self.pool(hidden, mask)
+        return masked_mean(hidden, mask)
 
     def forward(self, wavs, wav_lens=None):
         """Classifies a batch of waveforms.
@@ -129,11 +199,12 @@ class SpeechClassifier(nn.Module):
         output : ClassifierOutput
         """
         out = self.encoder(wavs, wav_lens)
-        logits = self.classifier(masked_mean(out.last_hidden_state, out.mask))
-        return ClassifierOutput(logits=logits, hidden_states=out.hidden_states, mask=out.mask)
+        embeddings = self.pool_frames(out.last_hidden_state, out.mask)
+        logits = self.classifier(embeddings)
+        return ClassifierOutput(logits=logits, hidden_states=out.hidden_states, mask=out.mask, embeddings=embeddings)
 
 
-def build_speech_classifier(n_classes, **encoder_kwargs):
+def build_speech_classifier(n_classes, pooling="mean", attention_channels=128, **encoder_kwargs):
     """Builds a :class:`SpeechClassifier` on :func:`build_speech_encoder`.
 
     Meant for YAML (``!apply:cald_brain.lobes.build_speech_classifier``)::
@@ -146,6 +217,10 @@ def build_speech_classifier(n_classes, **encoder_kwargs):
     ---------
     n_classes : int
         Number of output classes.
+    pooling : str
+        ``mean`` (the paper's) or ``attentive`` (attentive statistics).
+    attention_channels : int
+        Hidden size of the attentive pooling's attention.
     **encoder_kwargs
         ``source`` or ``config``, ``config_overrides``,
         ``freeze_feature_encoder``, ``normalize_input``, ``cache_dir``: see
@@ -164,4 +239,4 @@ def build_speech_classifier(n_classes, **encoder_kwargs):
     >>> model.n_classes, type(model.encoder).__name__
     (4, 'WhisperEncoder')
     """
-    return SpeechClassifier(build_speech_encoder(**encoder_kwargs), n_classes)
+    return SpeechClassifier(build_speech_encoder(**encoder_kwargs), n_classes, pooling, attention_channels)

@@ -28,7 +28,6 @@ Authors
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -38,12 +37,15 @@ for _path in (RECIPE_DIR, REPO_DIR):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from cald_brain.experiment import Column, Experiment, Run, rows_from_results, time_inference  # noqa: E402
+from cald_brain.experiment import (  # noqa: E402
+    Column, Experiment, add_demo_options, batches_per_epoch, best_run, demo_overrides, drop_if_older, mode_runs,
+    rows_from_results, start_of, std_overrides, student_run_names, time_inference,
+)
+from cald_brain.synth import MARKER  # noqa: E402
 
 SOURCE = "whisper-tiny.en"
 # BiMamba2 at Whisper tiny's width (384): expand 1 as the paper; d_state 64.
 MIXER = {"d_state": 64, "headdim": 64, "expand": 1, "chunk_size": 64}
-TRANSFER = ["--mixer_init", "attention_transfer"]
 # Paper, Table 3 (cald-reference section 9): full SLURP, wav2vec2-large-lv60,
 # 90k GPU steps per run; "IC accuracy" = mean of scenario and action accuracy.
 PAPER = [
@@ -73,43 +75,9 @@ def runs(args, steps_per_epoch=50):
     >>> [r.name for r in runs(parse_args(["--runs", "target", "unguided+transfer"]))]
     ['std', 'unguided', 'target+transfer', 'target', 'unguided+transfer']
     """
-    steps = ["--transfer_steps", str(args.transfer_steps)]
-    every = {
-        f"{mode}{suffix}": (mode, extra)
-        for mode in ("unguided", "target", "trajectory", "waypoint", "hybrid")
-        for suffix, extra in (("", []), ("+transfer", TRANSFER + steps))
-    }
     # The default: the comparison the paper's claim rests on, within ~20 minutes.
-    names = list(every) if args.full else ["unguided", "target+transfer"]
-    unknown = [name for name in args.runs or [] if name not in every]
-    if unknown:
-        raise ValueError(f"Unknown run(s) {unknown}: choose among {sorted(every)}.")
-    names += [name for name in args.runs or [] if name not in names]
-    std_total = steps_per_epoch * args.std_epochs
-    std = ["--number_of_epochs", args.std_epochs, "--decay_total_steps", std_total,
-           "--warmup_steps", max(1, std_total // 20), "--waypoint_interval", max(1, std_total // 4)]
-    out = [Run("std", "std", [str(a) for a in std])]
-    mixer = ["--mixer_kwargs", json.dumps(MIXER)]  # std keeps the transformer (mixer_kwargs: null)
-    return out + [Run(name, every[name][0], mixer + every[name][1]) for name in names]
-
-
-def steps_per_epoch(args, train_csv):
-    """Optimizer steps in one epoch: the dynamic batches of the train manifest.
-
-    Arguments
-    ---------
-    args : argparse.Namespace
-    train_csv : str
-        The train manifest (``duration`` column).
-
-    Returns
-    -------
-    int
-    """
-    from cald_brain.dataio import manifest_datasets, use_dynamic_batching
-
-    train = manifest_datasets({"train": train_csv}, "")["train"]
-    return len(use_dynamic_batching(train, {}, args.batch_seconds, args.num_buckets, seed=args.seed))
+    names = student_run_names() if args.full else ["unguided", "target+transfer"]
+    return mode_runs(names + list(args.runs or []), MIXER, args.transfer_steps, std_overrides(args, steps_per_epoch))
 
 
 def common_args(args, data_folder, steps):
@@ -126,41 +94,8 @@ def common_args(args, data_folder, steps):
     -------
     list
     """
-    total = steps * args.epochs
-    return [
-        "--data_folder", data_folder,
-        "--source", SOURCE,
-        "--seed", args.seed,
-        "--number_of_epochs", args.epochs,
-        "--dynamic_batching", True,
-        "--max_batch_length", args.batch_seconds,
-        "--num_buckets", args.num_buckets,
-        "--test_batch_size", 32,
-        "--grad_accumulation_factor", 1,
-        "--num_workers", 0,
-        "--lr", args.lr,
-        "--lr_scales", json.dumps({r"\.mixer\.": args.new_lr_scale, r"^model\.classifier\.": args.new_lr_scale}),
-        "--warmup_steps", max(1, total // 20),
-        "--decay_total_steps", total,
-        "--decay_factor", args.decay_factor,
-        "--alpha_layer", args.alpha_layer,
-        "--distill_until", int(total * 0.6),
-        "--cache_teacher", True,
-        "--noprogressbar",
-    ]
-
-
-def start_of(run_name):
-    """The mixer start a run name stands for.
-
-    Example
-    -------
-    >>> start_of("target+transfer"), start_of("target"), start_of("std")
-    ('attention transfer', 'plain (paper)', '-')
-    """
-    if run_name == "std":
-        return "-"
-    return "attention transfer" if run_name.endswith("+transfer") else "plain (paper)"
+    shared = demo_overrides(args, data_folder, steps, SOURCE, r"^model\.classifier\.")
+    return shared + ["--test_batch_size", 32, "--cache_teacher", True]
 
 
 COLUMNS = [
@@ -182,8 +117,7 @@ def evaluate(exp, out, test_seconds):
     from cald_brain.inference import IntentClassifier, package_model
 
     results = exp.results()
-    students = {k: v for k, v in results.items() if k != "std" and v}
-    best = max(students, key=lambda k: students[k]["test"].get("ACC", 0.0))
+    best = best_run(results, "ACC")
     models = {}
     for name in ("std", best):
         dest = package_model(os.path.join(out, name), os.path.join(out, "packaged", name))
@@ -201,26 +135,9 @@ def evaluate(exp, out, test_seconds):
 def parse_args(argv=None):
     """The demo's options (defaults: the measured configuration)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default="results/slurp_demo", help="output folder")
     p.add_argument("--data_folder", default=None, help="a SLURP-layout corpus (default: generate the demo corpus)")
-    p.add_argument("--full", action="store_true", help="every mode with both starts (see README for its time)")
-    p.add_argument("--runs", nargs="+", default=None, metavar="NAME",
-                   help="more students on top of the default ones (e.g. target unguided+transfer); "
-                        "finished runs in --out are reused")
-    p.add_argument("--fresh", action="store_true", help="rerun runs whose results exist")
-    p.add_argument("--seed", type=int, default=1986)
-    p.add_argument("--epochs", type=int, default=6, help="student epochs (about 60 steps each)")
-    p.add_argument("--std_epochs", type=int, default=4)
-    p.add_argument("--transfer_steps", type=int, default=150)
-    p.add_argument("--batch_seconds", type=float, default=30.0,
-                   help="seconds of audio per (dynamic) batch, about 16 utterances")
-    p.add_argument("--num_buckets", type=int, default=20)
-    p.add_argument("--lr", type=float, default=1e-4, help="pretrained weights' rate")
-    p.add_argument("--new_lr_scale", type=float, default=10.0, help="new mixers' and head's rate / lr")
-    p.add_argument("--decay_factor", type=float, default=0.25,
-                   help="exponential decay of the rate over a run (its mean ~ a cosine schedule's)")
-    p.add_argument("--alpha_layer", type=float, default=1.0)
-    p.add_argument("--seconds", type=float, nargs="+", default=[2, 5, 10, 20, 30], help="timed audio lengths")
+    add_demo_options(p, out="results/slurp_demo", epochs=6, std_epochs=4, transfer_steps=150, batch_seconds=30.0,
+                     alpha_layer=1.0, seconds=[2, 5, 10, 20, 30])
     return p.parse_args(argv)
 
 
@@ -243,8 +160,10 @@ def main(argv=None):
     from slurp_prepare import prepare_slurp
 
     exp.stage("source", resolve_source, SOURCE)
+    if args.data_folder is None:  # manifests of an older generated corpus go
+        drop_if_older(os.path.join(out, "manifests"), os.path.join(out, "corpus", MARKER))
     prepared = exp.stage("prepare", prepare_slurp, data_folder, os.path.join(out, "manifests"))
-    steps = steps_per_epoch(args, prepared["csv"]["train"])
+    steps = batches_per_epoch(prepared["csv"]["train"], args.batch_seconds, args.num_buckets, args.seed)
     exp.runs = runs(args, steps)
     exp.common_args = [str(a) for a in common_args(args, os.path.abspath(data_folder), steps)]
     exp.train_all()

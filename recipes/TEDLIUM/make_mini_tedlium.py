@@ -23,8 +23,8 @@ for the real corpus) runs unchanged on it.
 
 Content: talk-like sentences from templates with slot fillers (topics,
 places, numbers, years ...). A talk is one speaker: an espeak-ng voice
-(accent + variant, pitch, speed); each STM segment is one or two sentences,
-separated by pauses; between some segments an "applause" burst is marked
+(accent + variant, pitch, speed); each STM segment is one to six sentences
+(one or two in the ``mini`` preset), separated by pauses; between some segments an "applause" burst is marked
 ``ignore_time_segment_in_scoring`` (speaker ``inter_segment_gap``), as TED-LIUM
 marks non-speech. The whole talk has a low room-noise floor. The audio says
 what the normalised transcript says (numbers as the normaliser spells them,
@@ -85,7 +85,7 @@ from cald_brain.synth import (  # noqa: E402
 from tedlium_prepare import normalize_text  # noqa: E402
 
 GENERATOR = "make_mini_tedlium.py"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 ROOT = "TEDLIUM_release-3"
 SPLITS = ("train", "dev", "test")
 LAYOUTS = ("legacy", "speaker-adaptation")
@@ -207,6 +207,10 @@ PRESETS = {
     "mini": {"train": [25, 25], "dev": [15], "test": [15]},
     "demo": {"train": [240] * 10, "dev": [120, 120], "test": [180, 720]},
 }
+# Sentences per STM segment (drawn uniformly from the tuple). The demo's
+# segments last 2-25 s (about 10 s on average), like TED-LIUM's; a model
+# trained only on short segments does not carry over to long windows.
+SEGMENT_SENTENCES = {"mini": (1, 1, 2), "demo": (1, 2, 3, 4, 5, 6)}
 
 
 def corpus_settings(preset="demo", seed=1234, layout="legacy"):
@@ -233,7 +237,8 @@ def corpus_settings(preset="demo", seed=1234, layout="legacy"):
         raise ValueError(f"Unknown preset '{preset}': choose among {sorted(PRESETS)}.")
     if layout not in LAYOUTS:
         raise ValueError(f"Unknown layout '{layout}': choose among {LAYOUTS}.")
-    return {"preset": preset, "seed": seed, "layout": layout, "talk_seconds": PRESETS[preset]}
+    return {"preset": preset, "seed": seed, "layout": layout, "talk_seconds": PRESETS[preset],
+            "segment_sentences": list(SEGMENT_SENTENCES[preset])}
 
 
 def plan_corpus(settings):
@@ -282,11 +287,11 @@ def plan_corpus(settings):
                 "target_s": seconds,
                 "segments": [],
             }
-            # ~2.6 words per second at these speeds; a segment is 1-2 sentences.
+            # ~2.6 words per second at these speeds.
             budget = seconds * speed / 60.0
             while budget > 0:
                 raws, speech = [], []
-                for _ in range(rng.choice((1, 1, 2))):
+                for _ in range(rng.choice(settings["segment_sentences"])):
                     for _attempt in range(200):
                         raw, said = make_sentence(rng)
                         if raw not in used:

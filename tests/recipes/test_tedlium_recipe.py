@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -119,14 +120,58 @@ def train(args):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.fixture(scope="module")
+def std_run(corpus, tiny_whisper_source, tmp_path_factory):
+    """The std run the guided modes read (its waypoints, its best checkpoint)."""
+    std = tmp_path_factory.mktemp("ted_std") / "std"
+    train(["hparams/std.yaml", "--output_folder", std, *tiny_args(tiny_whisper_source, corpus)])
+    return std
+
+
 @needs_espeak
-def test_std_then_hybrid_then_packaged_transcription(corpus, tiny_whisper_source, tmp_path):
+@pytest.mark.parametrize("mode", ["unguided", "target", "trajectory", "waypoint"])
+def test_each_mode_trains_a_few_steps(mode, corpus, tiny_whisper_source, std_run, tmp_path):
+    out = tmp_path / mode
+    extra = [] if mode in ("unguided", "trajectory") else ["--std_folder", std_run]
+    train([f"hparams/{mode}.yaml", "--output_folder", out, *extra, *tiny_args(tiny_whisper_source, corpus)])
+    results = json.loads((out / "results.json").read_text())
+    assert results["mode"] == mode and results["optimizer_steps"] > 0
+    assert results["test"]["WER"] >= 0 and results["n_test"] > 0
+    log = (out / "train_log.txt").read_text()
+    assert ("loss_layer" in log) == (mode != "unguided")
+    if mode == "target":
+        assert "loss_kd" in log  # output distillation on the CTC posteriors
+
+
+@needs_espeak
+def test_sentencepiece_targets_train_and_package(corpus, tiny_whisper_source, tmp_path):
+    from cald_brain.asr import greedy_transcripts
+    from cald_brain.dataio import read_audio
+    from cald_brain.inference import SentencePieceCTCTranscriber, package_model
+
+    out = tmp_path / "sp"
+    train(["hparams/unguided.yaml", "--output_folder", out, *tiny_args(tiny_whisper_source, corpus),
+           "--token_type", "unigram", "--sp_vocab_size", "40", "--n_tokens", "41"])
+    results = json.loads((out / "results.json").read_text())
+    assert results["test"]["WER"] >= 0
+    asr = SentencePieceCTCTranscriber.from_hparams(source=package_model(str(out), str(tmp_path / "pkg")),
+                                                   savedir=str(tmp_path / "pkg.loaded"))
+    assert asr.tokenizer.get_piece_size() == 40
+    wav = next((corpus / "legacy" / "test" / "sph").glob("*.sph"))
+    signal = read_audio(str(wav), 16000)[: 16000 * 4]
+    with torch.no_grad():
+        out = asr.mods.model.eval()(signal.unsqueeze(0))
+    assert out.logits.shape[-1] == 41
+    assert asr.transcribe_signal(signal) == greedy_transcripts(out.logits, out.mask, asr.tokenizer)[0][0]
+
+
+@needs_espeak
+def test_std_then_hybrid_then_packaged_transcription(corpus, tiny_whisper_source, std_run, tmp_path):
     from cald_brain.asr import char_encoder, greedy_transcripts
     from cald_brain.dataio import read_audio
     from cald_brain.inference import CTCTranscriber, package_model
 
-    std, hybrid = tmp_path / "std", tmp_path / "hybrid"
-    train(["hparams/std.yaml", "--output_folder", std, *tiny_args(tiny_whisper_source, corpus)])
+    std, hybrid = std_run, tmp_path / "hybrid"
     train(["hparams/hybrid.yaml", "--output_folder", hybrid, "--std_folder", std,
            *tiny_args(tiny_whisper_source, corpus)])
     for folder, mode in ((std, "std"), (hybrid, "hybrid")):
@@ -150,3 +195,40 @@ def test_std_then_hybrid_then_packaged_transcription(corpus, tiny_whisper_source
     talk = next((corpus / "legacy" / "train" / "sph").glob("*.sph"))
     assert sf.info(talk).duration > 20
     assert isinstance(asr.transcribe_file(str(talk)), str)
+
+
+@needs_espeak
+def test_long_form_benchmark_on_a_multi_minute_recording(corpus, std_run, tmp_path):
+    from cald_brain.inference import benchmark_long_form, load_transcriber, long_form_table, package_model
+
+    pkg = package_model(str(std_run), str(tmp_path / "pkg"))
+    talk = next((corpus / "legacy" / "train" / "sph").glob("*.sph"))
+    audio, rate = sf.read(talk)
+    repeats = int(np.ceil(150 * rate / len(audio)))
+    long_path = tmp_path / "long.sph"
+    sf.write(long_path, np.tile(audio, repeats), rate, format="NIST", subtype="PCM_16")
+    seconds = sf.info(long_path).duration
+    assert seconds >= 150  # minutes, far past the tiny Whisper's 8 s position table
+
+    asr = load_transcriber(pkg)
+    log_probs, mask = asr.encode_batch(torch.from_numpy(np.tile(audio, repeats)).float().unsqueeze(0))
+    assert log_probs.shape[1] == mask.shape[1] == int(round(seconds * 50))  # Whisper: 50 frames per second
+    one_pass = asr.transcribe_file(str(long_path))
+    rows = benchmark_long_form({"std": pkg}, str(long_path), reference="the talk", windows=(None, 8.0))
+    assert [r["how"] for r in rows] == ["one pass", "8 s windows"]
+    assert rows[0]["hypothesis"] == one_pass  # the fresh process transcribes as this one does
+    assert all(r["seconds"] > 0 and r["wer"] >= 0 and abs(r["audio_s"] - seconds) < 1e-6 for r in rows)
+    assert rows[0]["peak_mib"] is None or rows[0]["peak_mib"] >= 0
+    assert "8 s windows" in long_form_table(rows)
+
+
+def test_word_error_rate_on_known_strings():
+    from cald_brain.asr import char_encoder, decode_ids, encode_text, word_error_rate
+
+    assert word_error_rate("it's a picture of the ocean", "it's a picture of the ocean") == 0.0
+    # one substitution, one deletion, one insertion over 6 reference words
+    assert word_error_rate("it's a picture of the ocean", "it's the picture of ocean today") == pytest.approx(50.0)
+    assert word_error_rate(["a b c d"], ["a b c d e f g h"]) == pytest.approx(100.0)
+    tok = char_encoder()
+    ids = encode_text("don't panic", tok)
+    assert decode_ids(ids, tok) == "don't panic"
