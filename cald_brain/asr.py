@@ -232,3 +232,17 @@ def word_error_rate(references, hypotheses):
     ids = [str(i) for i in range(len(references))]
     stats.append(ids, [h.split() for h in hypotheses], [r.split() for r in references])
     return stats.summarize("error_rate")
+
+
+def char_error_rate(references, hypotheses):
+    """CER (percent): :func:`word_error_rate` over characters (spaces count as symbols).
+
+    Example
+    -------
+    >>> char_error_rate("the cat", "the bat")
+    14.285714285714286
+    """
+    if isinstance(references, str):
+        references, hypotheses = [references], [hypotheses]
+    return word_error_rate([" ".join(r.replace(" ", "_")) for r in references],
+                           [" ".join(h.replace(" ", "_")) for h in hypotheses])

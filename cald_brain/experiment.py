@@ -341,7 +341,7 @@ def student_run_names(modes=STUDENT_MODES):
     return [name for mode in modes for name in (mode, mode + TRANSFER_SUFFIX)]
 
 
-def mode_runs(names, mixer_kwargs, transfer_steps, std_args=(), modes=STUDENT_MODES):
+def mode_runs(names, mixer_kwargs, transfer_steps, std_args=(), modes=STUDENT_MODES, student_args=()):
     """The std run, then one student :class:`Run` per name.
 
     A name is a mode (the new mixers start at random, as the paper) or
@@ -361,6 +361,8 @@ def mode_runs(names, mixer_kwargs, transfer_steps, std_args=(), modes=STUDENT_MO
         The std run's own overrides (its schedule, its waypoints).
     modes : sequence of str
         The modes the recipe has mode files for.
+    student_args : sequence
+        More overrides of every student run (not of the std run).
 
     Returns
     -------
@@ -382,7 +384,7 @@ def mode_runs(names, mixer_kwargs, transfer_steps, std_args=(), modes=STUDENT_MO
     unknown = [name for name in names if name not in known]
     if unknown:
         raise ValueError(f"Unknown run(s) {unknown}: choose among {', '.join(sorted(known))}.")
-    mixer = ["--mixer_kwargs", json.dumps(mixer_kwargs)]
+    mixer = ["--mixer_kwargs", json.dumps(mixer_kwargs), *student_args]
     transfer = ["--mixer_init", "attention_transfer", "--transfer_steps", transfer_steps]
     runs = [Run(STD_MODE, STD_MODE, list(std_args))]
     for name in dict.fromkeys(names):

@@ -303,8 +303,10 @@ def run_recipe(argv, recipe_dir, brain_class, dataio_prepare, prepare=None, inte
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
     train_time = time.time() - start
-    # Taken now: evaluate() restores the best checkpoint, and its curve with it.
+    # Taken now: evaluate() restores the best checkpoint, and its curve and
+    # step counter with it.
     curve = list(brain.curve)
+    steps = brain.optimizer_step
 
     key = {"max_key" if brain.select_mode == "max" else "min_key": brain.select_key}
     brain.evaluate(datasets["test"], test_loader_kwargs=hparams["test_dataloader_opts"], **key)
@@ -314,7 +316,7 @@ def run_recipe(argv, recipe_dir, brain_class, dataio_prepare, prepare=None, inte
         "n_test": len(datasets["test"]),
         "params": n_params,
         "train_time_s": train_time,
-        "optimizer_steps": brain.optimizer_step,
+        "optimizer_steps": steps,
         "select_key": brain.select_key,
         "curve": curve,
     }

@@ -143,3 +143,25 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="Unsupported speech encoder"):
         build_speech_encoder(config=dict(model_type="bert", hidden_size=8, num_hidden_layers=1,
                                          num_attention_heads=2, intermediate_size=8))
+
+
+def test_whisper_without_absolute_positions():
+    torch.manual_seed(0)
+    table = build_speech_encoder(config=WHISPER)
+    bare = build_speech_encoder(config=WHISPER, positions="none")
+    bare.load_state_dict(table.state_dict())
+    wav = speech(16000 * 2)
+    with torch.no_grad():
+        x_table = table(wav[None]).hidden_states[0]
+        x_bare = bare(wav[None]).hidden_states[0]
+        # the same layer on inputs that differ by exactly the position table
+        assert not torch.allclose(x_table, x_bare, atol=1e-3)
+        long = bare(torch.cat([wav] * 6)[None])  # 12 s: far past the 4 s table, no table needed
+    assert long.last_hidden_state.shape[1] == 600
+    assert bare.builder_kwargs()["positions"] == "none" and "positions" not in table.builder_kwargs()
+    rebuilt = build_speech_encoder(**bare.builder_kwargs())
+    assert rebuilt.position_mode == "none"
+    with pytest.raises(ValueError, match="for Whisper encoders"):
+        build_speech_encoder(config=WAV2VEC2, positions="none")
+    with pytest.raises(ValueError, match="Unknown Whisper positions"):
+        build_speech_encoder(config=WHISPER, positions="rotary")

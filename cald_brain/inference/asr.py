@@ -238,13 +238,13 @@ def benchmark_long_form(packaged, path, reference, windows=(None, 30.0), timeout
     list of dict
         ``model``, ``how``, ``audio``, ``audio_s``, and ``seconds``, ``rtf``
         (seconds per second of audio), ``peak_mib``, ``device``, ``wer``,
-        ``hypothesis``, or ``error``.
+        ``cer``, ``hypothesis``, or ``error``.
     """
     import functools
 
     import soundfile as sf
 
-    from cald_brain.asr import word_error_rate
+    from cald_brain.asr import char_error_rate, word_error_rate
     from cald_brain.experiment import measure_isolated
 
     info = sf.info(path)
@@ -262,7 +262,7 @@ def benchmark_long_form(packaged, path, reference, windows=(None, 30.0), timeout
                 continue
             rows.append(dict(row, seconds=out["seconds"], rtf=out["seconds"] / audio_s, peak_mib=out["peak_mib"],
                              device=out["device"], wer=word_error_rate(reference, out["result"]),
-                             hypothesis=out["result"]))
+                             cer=char_error_rate(reference, out["result"]), hypothesis=out["result"]))
     return rows
 
 
@@ -272,21 +272,21 @@ def long_form_table(rows):
     Example
     -------
     >>> print(long_form_table([{"model": "std", "how": "one pass", "audio_s": 600.0, "seconds": 30.0,
-    ...     "rtf": 0.05, "peak_mib": 800.0, "wer": 40.0}, {"model": "std", "how": "30 s windows",
+    ...     "rtf": 0.05, "peak_mib": 800.0, "wer": 40.0, "cer": 9.0}, {"model": "std", "how": "30 s windows",
     ...     "audio_s": 600.0, "error": "took more than 10 s"}]))
-    | model | how          | audio | time      |    RTF | peak MiB | WER % |
-    |:------|:-------------|------:|:----------|-------:|---------:|------:|
-    | std   | one pass     | 10:00 | 30.0 s    | 0.0500 |      800 |  40.0 |
-    | std   | 30 s windows | 10:00 | timed out |        |          |       |
+    | model | how          | audio | time      |    RTF | peak MiB | WER % | CER % |
+    |:------|:-------------|------:|:----------|-------:|---------:|------:|------:|
+    | std   | one pass     | 10:00 | 30.0 s    | 0.0500 |      800 |  40.0 |   9.0 |
+    | std   | 30 s windows | 10:00 | timed out |        |          |       |       |
     """
     from cald_brain.experiment import format_duration, format_markdown_table
 
     body = []
     for r in rows:
         if "error" in r:
-            body.append([r["model"], r["how"], format_duration(r["audio_s"]), "timed out", "", "", ""])
+            body.append([r["model"], r["how"], format_duration(r["audio_s"]), "timed out", "", "", "", ""])
             continue
         peak = "n/a" if r.get("peak_mib") is None else f"{r['peak_mib']:.0f}"
         body.append([r["model"], r["how"], format_duration(r["audio_s"]), f"{r['seconds']:.1f} s",
-                     f"{r['rtf']:.4f}", peak, f"{r['wer']:.1f}"])
-    return format_markdown_table(["model", "how", "audio", "time", "RTF", "peak MiB", "WER %"], body)
+                     f"{r['rtf']:.4f}", peak, f"{r['wer']:.1f}", f"{r['cer']:.1f}" if "cer" in r else "n/a"])
+    return format_markdown_table(["model", "how", "audio", "time", "RTF", "peak MiB", "WER %", "CER %"], body)

@@ -159,8 +159,9 @@ def offline_load_kwargs(source, kwargs):
     """``from_hparams`` keyword arguments that read a local package folder offline.
 
     A packaged folder's weights and files are read from the folder itself,
-    wherever it was moved to, and never from the network; other sources
-    (hub repositories) keep SpeechBrain's defaults.
+    wherever it was moved to, never from the network, and afresh on every
+    load (a ``savedir`` used before never serves an older model); other
+    sources (hub repositories) keep SpeechBrain's defaults.
 
     Arguments
     ---------
@@ -175,8 +176,9 @@ def offline_load_kwargs(source, kwargs):
 
     Example
     -------
-    >>> offline_load_kwargs(".", {})["fetch_config"].allow_network
-    False
+    >>> config = offline_load_kwargs(".", {})["fetch_config"]
+    >>> config.allow_network, config.overwrite
+    (False, True)
     """
     kwargs = dict(kwargs)
     if os.path.isdir(source):
@@ -185,7 +187,10 @@ def offline_load_kwargs(source, kwargs):
         overrides = dict(kwargs.pop("overrides", None) or {})
         overrides.setdefault("pretrained_path", os.path.abspath(source))
         kwargs["overrides"] = overrides
-        kwargs.setdefault("fetch_config", FetchConfig(allow_network=False))
+        # overwrite: the savedir's copies are refreshed from the folder on every
+        # load (SpeechBrain keeps an existing copy, so a model packaged again
+        # into the same folder would load its stale predecessor).
+        kwargs.setdefault("fetch_config", FetchConfig(allow_network=False, overwrite=True))
         kwargs.setdefault("local_strategy", LocalStrategy.COPY)
     return kwargs
 

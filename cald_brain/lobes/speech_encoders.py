@@ -306,6 +306,9 @@ class WhisperEncoder(nn.Module):
     ---------
     model : transformers.models.whisper.modeling_whisper.WhisperEncoder
         The HF encoder (e.g. ``WhisperModel.from_pretrained(...).encoder``).
+    positions : str
+        ``table`` (Whisper's own absolute positions) or ``none`` (see
+        :func:`build_speech_encoder`).
 
     Example
     -------
@@ -320,9 +323,12 @@ class WhisperEncoder(nn.Module):
     False
     """
 
-    def __init__(self, model):
+    def __init__(self, model, positions="table"):
         super().__init__()
+        if positions not in WHISPER_POSITIONS:
+            raise ValueError(f"Unknown Whisper positions '{positions}': choose among {WHISPER_POSITIONS}.")
         self.model = model
+        self.position_mode = positions
         self.features = WhisperLogMel(n_mels=model.config.num_mel_bins)
         # Whisper's positions are fixed sinusoids (HF's loading can leave
         # them trainable): kept fixed, so that they can be continued.
@@ -385,7 +391,10 @@ class WhisperEncoder(nn.Module):
         -------
         dict
         """
-        return {"config": self.model.config.to_dict()}
+        kwargs = {"config": self.model.config.to_dict()}
+        if self.position_mode != "table":
+            kwargs["positions"] = self.position_mode
+        return kwargs
 
     def forward(self, wavs, wav_lens=None):
         """Encodes a batch of 16 kHz waveforms.
@@ -412,7 +421,8 @@ class WhisperEncoder(nn.Module):
         n_frames = torch.div(n_mel + 1, 2, rounding_mode="floor")
         T = x.shape[1]
         mask = torch.arange(T, device=x.device)[None] < n_frames[:, None]
-        x = x + self.positions(T).to(device=x.device, dtype=x.dtype)
+        if self.position_mode == "table":
+            x = x + self.positions(T).to(device=x.device, dtype=x.dtype)
         x = nn.functional.dropout(x, p=m.dropout, training=self.training)
         # Additive key-padding mask [B, 1, T, T]: what HF's attention backends
         # take, and what the converted mixers reduce to lengths.
@@ -427,6 +437,10 @@ class WhisperEncoder(nn.Module):
                 x = x[0]
             hidden.append(x)
         return EncoderOutput(m.layer_norm(x), tuple(hidden), mask)
+
+
+#: How a :class:`WhisperEncoder` adds positions: its table, or none.
+WHISPER_POSITIONS = ("table", "none")
 
 
 def _load_config(config, overrides):
@@ -447,6 +461,7 @@ def build_speech_encoder(
     freeze_feature_encoder=True,
     normalize_input=True,
     cache_dir=None,
+    positions="table",
 ):
     """Builds a :class:`Wav2Vec2Encoder` or :class:`WhisperEncoder` by its source.
 
@@ -469,6 +484,12 @@ def build_speech_encoder(
         Wav2Vec2 family only: per-utterance waveform normalisation.
     cache_dir : str, optional
         HF cache folder for hub downloads.
+    positions : str
+        Whisper only (one of :data:`WHISPER_POSITIONS`): ``table`` adds
+        Whisper's absolute position table (continued past 30 s), ``none``
+        adds nothing: for a converted encoder whose mixers see order
+        themselves and must not meet positions it never trained on (long
+        inputs). Wav2Vec2's positions are convolutional (relative) and stay.
 
     Returns
     -------
@@ -518,8 +539,10 @@ def build_speech_encoder(
             hf_model = HFWhisperEncoder(hf_config)
         else:
             hf_model = AutoModel.from_config(hf_config)
+    if model_type not in WHISPER_TYPES and positions != "table":
+        raise ValueError(f"positions='{positions}' is for Whisper encoders; {model_type} keeps its own.")
     if model_type in WHISPER_TYPES:
-        encoder = WhisperEncoder(hf_model)
+        encoder = WhisperEncoder(hf_model, positions=positions)
     elif model_type in WAV2VEC2_TYPES:
         encoder = Wav2Vec2Encoder(hf_model, normalize_input=normalize_input)
     else:

@@ -85,7 +85,11 @@ def runs(args, steps_per_epoch=60):
     12
     """
     names = student_run_names() if args.full else list(DEFAULT_RUNS)
-    out = mode_runs(names + list(args.runs or []), MIXER, args.transfer_steps, std_overrides(args, steps_per_epoch))
+    # Students leave Whisper's absolute positions out (see README): their
+    # mixers see order themselves, and then carry over to longer inputs.
+    student = ["--encoder_positions", args.student_positions]
+    out = mode_runs(names + list(args.runs or []), MIXER, args.transfer_steps, std_overrides(args, steps_per_epoch),
+                    student_args=student)
     # The source with its new (random) CTC head, tested without training.
     return out[:1] + [Run("untrained", "std", ["--number_of_epochs", 0], needs_std=False)] + out[1:]
 
@@ -142,7 +146,7 @@ def evaluate(exp, out, talks_csv, data_folder, test_seconds, timeout):
     labels = {name: f"{name} ({'Whisper transformer' if name == 'std' else 'BiMamba2'})" for name in names}
     packaged = {labels[n]: package_model(os.path.join(out, n), os.path.join(out, "packaged", n)) for n in names}
     talk = longest_talk(talks_csv, data_folder)
-    long_rows = benchmark_long_form(packaged, talk[1], talk[3], timeout=timeout)
+    long_rows = benchmark_long_form(packaged, talk[1], talk[3], windows=(None, 30.0, 15.0), timeout=timeout)
 
     models = {}
     for label, folder in packaged.items():
@@ -162,6 +166,8 @@ def parse_args(argv=None):
     p.add_argument("--data_folder", default=None,
                    help="a TEDLIUM_release-3 folder (default: generate the demo corpus)")
     p.add_argument("--long_form_timeout", type=float, default=600.0, help="seconds per long-form transcription")
+    p.add_argument("--student_positions", default="none", choices=["none", "table"],
+                   help="whether the students keep Whisper's absolute position table")
     # Layer loss: the paper's TED-LIUM weight, 15.
     add_demo_options(p, out="results/tedlium_demo", epochs=5, std_epochs=5, transfer_steps=60, batch_seconds=30.0,
                      alpha_layer=15.0, seconds=[10, 30, 60, 120, 300])

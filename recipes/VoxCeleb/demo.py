@@ -135,13 +135,17 @@ def evaluate(exp, out, test_csv, data_folder, test_seconds):
     from speechbrain.inference.classifiers import EncoderClassifier
 
     from cald_brain.inference import package_model
+    from cald_brain.inference.package import offline_load_kwargs
 
     results = exp.results()
     best = best_run(results, "ACC")
     models, file_checks = {}, {}
     for name in ["std"] + ([best] if best else []):
         dest = package_model(os.path.join(out, name), os.path.join(out, "packaged", name))
-        spk = EncoderClassifier.from_hparams(source=dest, savedir=os.path.join(out, "packaged", name + ".loaded"))
+        # SpeechBrain's own class; offline_load_kwargs: no network, and fresh
+        # copies in the savedir (a rerun never loads the previous model).
+        spk = EncoderClassifier.from_hparams(source=dest, savedir=os.path.join(out, "packaged", name + ".loaded"),
+                                             **offline_load_kwargs(dest, {}))
         label = f"{name} ({'Whisper transformer' if name == 'std' else 'BiMamba2'})"
         models[label] = spk.classify_batch
         file_checks[name] = check_classify_file(spk, test_csv, data_folder)
