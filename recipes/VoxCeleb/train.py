@@ -11,7 +11,8 @@ utterances. Everything that is not VoxCeleb's (hparams, training loop,
 checkpoints, results.json) comes from ``cald_brain.recipe``.
 
 Metrics: top-1 accuracy (``ACC``, picks the best checkpoint) and top-5
-accuracy. The packaged model loads with SpeechBrain's own
+accuracy; the test stage writes each utterance's prediction to
+``predictions_test.csv``. The packaged model loads with SpeechBrain's own
 ``EncoderClassifier.from_hparams`` (see :mod:`cald_brain.inference.speaker`).
 
 > python recipes/VoxCeleb/train.py hparams/std.yaml --data_folder /data/voxceleb1
@@ -22,6 +23,7 @@ Authors
  * cald-brain developers 2026
 """
 
+import csv
 import os
 import sys
 
@@ -93,16 +95,27 @@ class VoxCelebBrain(RecipeBrain):
     def init_metrics(self, stage):
         """Top-1 (exact) and top-5 accuracy."""
         self.metrics = {"ACC": MetricStats(metric=exact_match), "top5": MetricStats(metric=_identity)}
+        self.predictions = []
 
     def update_metrics(self, predictions, batch, stage):
         """Adds one batch's predictions to the accuracies."""
         logits = predictions.predictions.detach().float().cpu()
         speakers = batch.spk_id_encoded.data[:, 0].cpu()
-        self.metrics["ACC"].append(batch.id, logits.argmax(-1), speakers)
+        best = logits.argmax(-1)
+        self.metrics["ACC"].append(batch.id, best, speakers)
         self.metrics["top5"].append(batch.id, top_k_hits(logits, speakers, 5))
+        if stage == sb.Stage.TEST:
+            decode = self.label_encoder.decode_ndim
+            self.predictions.extend(zip(batch.id, decode(speakers.tolist()), decode(best.tolist())))
 
     def summarize_metrics(self, stage):
-        """Accuracies (fractions)."""
+        """Accuracies (fractions); the test stage also writes each utterance's prediction."""
+        if stage == sb.Stage.TEST and sb.utils.distributed.if_main_process():
+            with open(os.path.join(self.hparams.output_folder, "predictions_test.csv"), "w", encoding="utf-8",
+                      newline="") as fo:
+                writer = csv.writer(fo)
+                writer.writerow(["ID", "speaker", "predicted"])
+                writer.writerows(sorted(self.predictions))
         return {"ACC": self.metrics["ACC"].summarize("average"), "top5_ACC": self.metrics["top5"].summarize("average")}
 
 
@@ -178,6 +191,11 @@ def prepare(hparams):
     prepare_voxceleb(splits=("train", "dev", "test"), **{key: hparams[key] for key in keys})
 
 
+def setup(brain, encoders):
+    """Gives the Brain the speaker encoder (test predictions are written by name)."""
+    brain.label_encoder = encoders["spk_id"]
+
+
 def main(argv):
     """Trains one mode, evaluates the best (dev accuracy) checkpoint on test, writes results.json.
 
@@ -190,7 +208,7 @@ def main(argv):
     -------
     VoxCelebBrain
     """
-    return run_recipe(argv, RECIPE_DIR, VoxCelebBrain, dataio_prepare, prepare, SpeakerClassifier)
+    return run_recipe(argv, RECIPE_DIR, VoxCelebBrain, dataio_prepare, prepare, SpeakerClassifier, setup)
 
 
 if __name__ == "__main__":

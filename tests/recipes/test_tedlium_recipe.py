@@ -5,6 +5,7 @@ Authors
  * cald-brain developers 2026
 """
 
+import csv
 import json
 import os
 import shutil
@@ -191,6 +192,10 @@ def test_std_then_hybrid_then_packaged_transcription(corpus, tiny_whisper_source
         out = model(signal.unsqueeze(0))
     expected = greedy_transcripts(out.logits, out.mask, char_encoder())[0][0]
     assert asr.transcribe_file(str(wav)) == expected
+    # ... and what the trained model wrote in its test stage (batched, padded)
+    hyps = {row["ID"]: row["hypothesis"] for row in csv.DictReader(open(hybrid / "hyp_test.csv"))}
+    for row in csv.DictReader(open(hybrid / "save" / "test.csv")):
+        assert asr.transcribe_file(row["wav"]) == hyps[row["ID"]], row["ID"]
     # A whole talk, past the tiny Whisper's 8 s position table, in one pass
     talk = next((corpus / "legacy" / "train" / "sph").glob("*.sph"))
     assert sf.info(talk).duration > 20

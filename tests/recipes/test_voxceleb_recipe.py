@@ -5,6 +5,7 @@ Authors
  * cald-brain developers 2026
 """
 
+import csv
 import json
 import os
 import shutil
@@ -96,6 +97,12 @@ def test_std_results_and_encoder_classifier(corpus, std_run, tmp_path):
     assert torch.allclose(out_prob, logits.log_softmax(-1), atol=1e-5)
     emb = spk.encode_batch(read_audio(str(wav), 16000).unsqueeze(0))
     assert emb.shape == (1, 1, model.classifier.in_features)
+    # classify_file gives what the trained model predicted in its test stage
+    predicted = {row["ID"]: row["predicted"] for row in csv.DictReader(open(std_run / "predictions_test.csv"))}
+    assert len(predicted) == results["n_test"]
+    for row in list(csv.DictReader(open(std_run / "save" / "test.csv")))[:4]:
+        path = row["wav"].replace("$data_root", str(corpus))
+        assert spk.classify_file(path)[3][0] == predicted[row["ID"]], row["ID"]
 
 
 @needs_espeak
