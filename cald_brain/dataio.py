@@ -188,7 +188,9 @@ SORTINGS = ("random", "ascending", "descending")
 def manifest_datasets(csv_files, data_folder, sorting="random", train_loader_opts=None, keep=None):
     """``DynamicItemDataset``\\ s of CSV manifests, sorted the SpeechBrain way.
 
-    ``$data_root`` in the manifests is replaced by ``data_folder``. The
+    ``$data_root`` in the manifests is replaced by ``data_folder``; any
+    other ``$...`` text (``$100`` in a transcript or a review) is kept as
+    written (:func:`cald_brain.preparation.load_manifest`). The
     ``train`` set is shuffled by its loader (``random``) or sorted by
     ``duration`` (``ascending`` / ``descending``, which turns the loader's
     shuffling off); every other set is sorted by duration, so evaluation
@@ -219,14 +221,19 @@ def manifest_datasets(csv_files, data_folder, sorting="random", train_loader_opt
     >>> sets["test"].set_output_keys(["id", "wav"])
     >>> [row["id"] for row in sets["test"]], sets["test"][0]["wav"]
     (['b', 'a'], '/corpus/b.wav')
+    >>> _ = open(path, "w").write('ID,duration,wav,text\\na,1.0,$data_root/a.wav,"costs $100"\\n')
+    >>> sets = manifest_datasets({"test": path}, "/corpus")
+    >>> sets["test"].set_output_keys(["wav", "text"])
+    >>> sets["test"][0]
+    {'wav': '/corpus/a.wav', 'text': 'costs $100'}
     """
-    from speechbrain.dataio.dataset import DynamicItemDataset
+    from cald_brain.preparation import load_manifest
 
     if sorting not in SORTINGS:
         raise ValueError(f"sorting must be one of {SORTINGS}, got '{sorting}'.")
     datasets = {}
     for name, path in csv_files.items():
-        dataset = DynamicItemDataset.from_csv(csv_path=path, replacements={"data_root": data_folder})
+        dataset = load_manifest(path, {"data_root": data_folder})
         if keep and keep.get(name) is not None:
             dataset = dataset.filtered_sorted(key_test=keep[name])
         if name != "train":

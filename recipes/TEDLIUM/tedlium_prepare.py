@@ -40,7 +40,6 @@ Authors
  * cald-brain developers 2026
 """
 
-import csv
 import os
 import re
 from collections import Counter
@@ -49,6 +48,8 @@ import soundfile as sf
 from speechbrain.dataio.dataio import load_pkl, save_pkl
 from speechbrain.utils.logger import get_logger
 from tqdm import tqdm
+
+from cald_brain.preparation import count_rows, write_csv
 
 logger = get_logger(__name__)
 
@@ -352,15 +353,6 @@ def _cut(segment, audio_dir):
             "end": f"{segment['end']:.2f}", "wrd": segment["wrd"]}
 
 
-def _write_csv(path, columns, rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="") as fo:
-        writer = csv.DictWriter(fo, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def _write_skips(path, skipped):
     with open(path + ".tmp", "w", encoding="utf-8") as fo:
         for r in skipped:
@@ -419,7 +411,7 @@ def prepare_tedlium(
     if all(os.path.isfile(p) for p in list(csvs.values()) + list(talks_csvs.values())) and os.path.isfile(opt_path):
         if load_pkl(opt_path) == options:
             logger.info("TED-LIUM manifests in %s are up to date; skipping preparation.", save_folder)
-            summary["counts"] = {s: _count_rows(p) for s, p in csvs.items()}
+            summary["counts"] = {s: count_rows(p) for s, p in csvs.items()}
             return summary
 
     # Read and check everything first: an error leaves earlier output as it was.
@@ -429,8 +421,8 @@ def prepare_tedlium(
         segments, talks, skipped = collected[split]
         audio_dir = os.path.join(save_folder, "audio", split)
         rows = [_cut(s, audio_dir) for s in tqdm(segments, desc=f"cutting {split}", disable=not progress)]
-        _write_csv(csvs[split], CSV_COLUMNS, rows)
-        _write_csv(talks_csvs[split], TALK_COLUMNS, talks)
+        write_csv(csvs[split], rows, CSV_COLUMNS)
+        write_csv(talks_csvs[split], talks, TALK_COLUMNS)
         _write_skips(os.path.join(save_folder, f"skipped_{split}.txt"), skipped)
         summary["counts"][split] = len(rows)
         summary["skipped"].extend(skipped)
@@ -438,11 +430,6 @@ def prepare_tedlium(
     save_pkl(options, opt_path)
     summary["prepared"] = True
     return summary
-
-
-def _count_rows(path):
-    with open(path, encoding="utf-8", newline="") as fin:
-        return sum(1 for _ in csv.DictReader(fin))
 
 
 def _log_split(split, rows, talks, skipped):

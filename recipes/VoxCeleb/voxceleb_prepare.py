@@ -46,15 +46,16 @@ Authors
  * cald-brain developers 2026
 """
 
-import csv
 import os
-from collections import Counter
 
 import soundfile as sf
-from speechbrain.dataio.dataio import load_pkl, save_pkl
+from speechbrain.dataio.dataio import save_pkl
 from speechbrain.utils.logger import get_logger
 from speechbrain.utils.parallel import parallel_map
 from tqdm import tqdm
+
+from cald_brain.preparation import begin_writing, count_rows, is_up_to_date, log_skips, read_skips, skips_path
+from cald_brain.preparation import write_csv, write_skips
 
 logger = get_logger(__name__)
 
@@ -67,7 +68,8 @@ SAMPLE_RATE = 16000
 CSV_COLUMNS = ["ID", "duration", "wav", "spk_id"]
 # Above this many files, WAV headers are read in worker processes.
 PARALLEL_MIN_FILES = 2000
-MAX_LOGGED_SKIPS = 20
+# The columns of skipped_<split>.txt between the split file's line and the reason.
+SKIP_FIELDS = ("wav", "spk_id")
 
 
 class VoxCelebError(ValueError):
@@ -475,10 +477,10 @@ def prepare_voxceleb(
     train_speakers = {e["spk_id"] for e in entries if e["split"] == "train"}
     summary["n_speakers"] = len(train_speakers)
     opt_path = os.path.join(save_folder, OPT_FILE)
-    if all(os.path.isfile(p) for p in csvs.values()) and os.path.isfile(opt_path) and load_pkl(opt_path) == options:
+    if is_up_to_date(csvs.values(), opt_path, options):
         logger.info("VoxCeleb manifests in %s are up to date; skipping preparation.", save_folder)
-        summary["counts"] = {s: _count_rows(p) for s, p in csvs.items()}
-        summary["skipped"] = [r for s in splits for r in _read_skips(_skips_path(save_folder, s), s)]
+        summary["counts"] = {s: count_rows(p) for s, p in csvs.items()}
+        summary["skipped"] = [r for s in splits for r in read_skips(skips_path(save_folder, s), s, SKIP_FIELDS)]
         return summary
 
     # Read and check everything first: an error leaves earlier output as it was.
@@ -487,61 +489,18 @@ def prepare_voxceleb(
     skipped = _check_unseen(by_split, train_speakers, split_path, unseen_speakers)
     rows = {split: _collect_split(split, by_split[split], folders, data_folder, split_path, progress)
             for split in splits}
-    os.makedirs(save_folder, exist_ok=True)
-    if os.path.isfile(opt_path):
-        os.remove(opt_path)  # written last: a killed run is never taken for a complete one
+    begin_writing(save_folder, opt_path)  # the options are written last
     logger.info("VoxCeleb1 identification: %s speakers in train", f"{len(train_speakers):,}")
     for split in splits:
         split_skips = [r for r in skipped if r["split"] == split]
-        _write_csv(csvs[split], rows[split])
-        _write_skips(_skips_path(save_folder, split), split_skips)
+        write_csv(csvs[split], rows[split], CSV_COLUMNS)
+        write_skips(skips_path(save_folder, split), split_skips, SKIP_FIELDS)
         summary["counts"][split] = len(rows[split])
         summary["skipped"].extend(split_skips)
         _log_split(split, rows[split], split_skips, csvs[split])
     save_pkl(options, opt_path)
     summary["prepared"] = True
     return summary
-
-
-def _count_rows(path):
-    with open(path, encoding="utf-8", newline="") as fin:
-        return sum(1 for _ in csv.DictReader(fin))
-
-
-def _write_csv(path, rows):
-    """Writes a manifest atomically (a ``.tmp`` file, then a rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="") as fout:
-        writer = csv.DictWriter(fout, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _skips_path(save_folder, split):
-    return os.path.join(save_folder, f"skipped_{split}.txt")
-
-
-def _write_skips(path, skipped):
-    """One tab-separated line per skipped utterance: file:line, wav, speaker, reason."""
-    with open(path + ".tmp", "w", encoding="utf-8") as fout:
-        for r in skipped:
-            fout.write(f"{r['file']}:{r['line']}\t{r['wav']}\t{r['spk_id']}\t{r['reason']}\n")
-    os.replace(path + ".tmp", path)
-
-
-def _read_skips(path, split):
-    """The records :func:`_write_skips` wrote (an absent file: none)."""
-    if not os.path.isfile(path):
-        return []
-    records = []
-    with open(path, encoding="utf-8") as fin:
-        for line in fin:
-            where, wav, spk_id, reason = line.rstrip("\n").split("\t", 3)
-            file, _, line_no = where.rpartition(":")
-            records.append({"split": split, "file": file, "line": int(line_no), "wav": wav, "spk_id": spk_id,
-                            "reason": reason})
-    return records
 
 
 def _log_split(split, rows, skipped, csv_path):
@@ -554,11 +513,4 @@ def _log_split(split, rows, skipped, csv_path):
                 f"{speakers:,}", f"{videos:,}", csv_path)
     if not rows:
         logger.warning("%s: no utterance left", split)
-    for r in skipped[:MAX_LOGGED_SKIPS]:
-        logger.warning("%s: skipped %s line %d (%s): %s", split, r["file"], r["line"], r["wav"], r["reason"])
-    if skipped:
-        reasons = Counter(r["reason"] for r in skipped)
-        logger.warning("%s: %d utterances skipped (%s)%s; all listed in skipped_%s.txt", split, len(skipped),
-                       ", ".join(f"{n} {why}" for why, n in reasons.most_common(5)),
-                       f", only the first {MAX_LOGGED_SKIPS} logged above" if len(skipped) > MAX_LOGGED_SKIPS else "",
-                       split)
+    log_skips(logger, split, skipped, noun="utterances", group=lambda r: r["reason"], fields=SKIP_FIELDS[:1])
