@@ -32,9 +32,10 @@ from speechbrain.inference.ASR import EncoderASR
 
 from cald_brain.asr import greedy_transcripts
 from cald_brain.dataio import read_audio
+from cald_brain.inference.package import OfflinePackageLoading
 
 
-class CTCTranscriber(EncoderASR):
+class CTCTranscriber(OfflinePackageLoading, EncoderASR):
     """Transcribes speech with a CTC model over characters (``tokenizer.txt``).
 
     Arguments
@@ -76,25 +77,6 @@ decoding_function: !name:speechbrain.decoders.ctc_greedy_decode
         if expect_len is not None:
             expect_len(len(self.tokenizer))  # as loaded: the package's own symbols
 
-    @classmethod
-    def from_hparams(cls, source, hparams_file="hyperparams.yaml", **kwargs):
-        """Loads a packaged folder; a local folder is read with the network off.
-
-        Arguments
-        ---------
-        source : str
-            A packaged folder (or a hub repository holding one).
-        hparams_file : str
-        **kwargs : dict
-            As for ``Pretrained.from_hparams``.
-
-        Returns
-        -------
-        CTCTranscriber
-        """
-        from cald_brain.inference.package import offline_load_kwargs
-
-        return super().from_hparams(source, hparams_file=hparams_file, **offline_load_kwargs(source, kwargs))
 
     def encode_batch(self, wavs, wav_lens=None):
         """CTC log-posteriors ``[B, T, V]`` and the frame mask ``[B, T]``.

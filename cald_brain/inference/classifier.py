@@ -20,11 +20,12 @@ import torch
 from speechbrain.inference.interfaces import Pretrained
 
 from cald_brain.dataio import read_audio
+from cald_brain.inference.package import OfflinePackageLoading, check_label_encoder
 
 logger = logging.getLogger(__name__)
 
 
-class IntentClassifier(Pretrained):
+class IntentClassifier(OfflinePackageLoading, Pretrained):
     """Classifies utterances (intents, or any utterance-level label).
 
     Arguments
@@ -66,36 +67,8 @@ label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        n_classes = getattr(self.mods.model, "n_classes", None)
-        n_labels = len(self.hparams.label_encoder)
-        if n_classes is not None and n_labels != n_classes:
-            raise ValueError(
-                f"The model has {n_classes} outputs but its label encoder "
-                f"{n_labels} labels: the package mixes two models."
-            )
-        self.hparams.label_encoder.expect_len(n_labels)
+        check_label_encoder(self.hparams.label_encoder, getattr(self.mods.model, "n_classes", None))
 
-    @classmethod
-    def from_hparams(cls, source, hparams_file="hyperparams.yaml", **kwargs):
-        """Loads a packaged folder; a local folder is read with the network off.
-
-        Arguments
-        ---------
-        source : str
-            A packaged folder (or a hub repository holding one).
-        hparams_file : str
-            The inference YAML in ``source``.
-        **kwargs : dict
-            As for ``Pretrained.from_hparams`` (``savedir``, ``run_opts``,
-            ``overrides`` ...).
-
-        Returns
-        -------
-        IntentClassifier
-        """
-        from cald_brain.inference.package import offline_load_kwargs
-
-        return super().from_hparams(source, hparams_file=hparams_file, **offline_load_kwargs(source, kwargs))
 
     def classify_batch(self, wavs, wav_lens=None):
         """Classifies a batch of 16 kHz waveforms.

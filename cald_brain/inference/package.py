@@ -195,6 +195,64 @@ def offline_load_kwargs(source, kwargs):
     return kwargs
 
 
+class OfflinePackageLoading:
+    """Mixin for the interfaces of packaged models: ``from_hparams`` reads a local folder offline.
+
+    Put it before the SpeechBrain interface class
+    (``class CTCTranscriber(OfflinePackageLoading, EncoderASR)``); a local
+    folder then loads with :func:`offline_load_kwargs` (no network, fresh
+    copies, found wherever it was moved), a hub repository as SpeechBrain
+    loads it.
+    """
+
+    @classmethod
+    def from_hparams(cls, source, hparams_file="hyperparams.yaml", **kwargs):
+        """Loads a packaged folder; a local folder is read with the network off.
+
+        Arguments
+        ---------
+        source : str
+            A packaged folder (or a hub repository holding one).
+        hparams_file : str
+            The inference YAML in ``source``.
+        **kwargs : dict
+            As for ``Pretrained.from_hparams`` (``savedir``, ``run_opts``,
+            ``overrides`` ...).
+
+        Returns
+        -------
+        An instance of the interface.
+        """
+        return super().from_hparams(source, hparams_file=hparams_file, **offline_load_kwargs(source, kwargs))
+
+
+def check_label_encoder(label_encoder, n_classes):
+    """Checks that a package's label encoder has one label per model output; fixes its length.
+
+    Arguments
+    ---------
+    label_encoder : speechbrain.dataio.encoder.CategoricalEncoder
+    n_classes : int or None
+        The model's outputs (None: not checked).
+
+    Example
+    -------
+    >>> from speechbrain.dataio.encoder import CategoricalEncoder
+    >>> enc = CategoricalEncoder(); enc.update_from_iterable(["a", "b"])
+    >>> check_label_encoder(enc, 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: The model has 3 outputs but its label encoder 2 labels: the package mixes two models.
+    """
+    n_labels = len(label_encoder)
+    if n_classes is not None and n_labels != n_classes:
+        raise ValueError(
+            f"The model has {n_classes} outputs but its label encoder {n_labels} labels: "
+            "the package mixes two models."
+        )
+    label_encoder.expect_len(n_labels)
+
+
 def _yaml_kwargs(kwargs, indent):
     pad = " " * indent
     return "\n".join(f"{pad}{key}: {json.dumps(value)}" for key, value in kwargs.items())

@@ -28,6 +28,8 @@ import torch
 from speechbrain.inference.classifiers import EncoderClassifier
 from torch import nn
 
+from cald_brain.inference.package import OfflinePackageLoading, check_label_encoder
+
 
 class WaveformFeatures(nn.Module):
     """``compute_features`` of a model that takes waveforms: returns them unchanged.
@@ -92,7 +94,7 @@ class LogSoftmaxClassifier(nn.Module):
         return self.model.classifier(embeddings).float().log_softmax(-1)
 
 
-class SpeakerClassifier(EncoderClassifier):
+class SpeakerClassifier(OfflinePackageLoading, EncoderClassifier):
     """SpeechBrain's ``EncoderClassifier`` for packaged CALD speaker models.
 
     Nothing of ``EncoderClassifier``'s behaviour changes: the class adds what
@@ -148,31 +150,5 @@ label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        n_classes = self.mods.classifier.model.n_classes
-        n_labels = len(self.hparams.label_encoder)
-        if n_labels != n_classes:
-            raise ValueError(
-                f"The model has {n_classes} outputs but its label encoder {n_labels} labels: "
-                "the package mixes two models."
-            )
-        self.hparams.label_encoder.expect_len(n_labels)
+        check_label_encoder(self.hparams.label_encoder, self.mods.classifier.model.n_classes)
 
-    @classmethod
-    def from_hparams(cls, source, hparams_file="hyperparams.yaml", **kwargs):
-        """Loads a packaged folder; a local folder is read with the network off.
-
-        Arguments
-        ---------
-        source : str
-            A packaged folder (or a hub repository holding one).
-        hparams_file : str
-        **kwargs : dict
-            As for ``Pretrained.from_hparams``.
-
-        Returns
-        -------
-        SpeakerClassifier
-        """
-        from cald_brain.inference.package import offline_load_kwargs
-
-        return super().from_hparams(source, hparams_file=hparams_file, **offline_load_kwargs(source, kwargs))
