@@ -199,6 +199,8 @@ def benchmark_long_form(packaged, path, reference, windows=(None, 30.0), timeout
     (:func:`cald_brain.experiment.measure_isolated`): the model is loaded and
     warmed up first, then only the transcription of the file (reading
     included) is measured.
+    The processes are spawned: a script that calls this must do so under
+    ``if __name__ == "__main__":``.
 
     Arguments
     ---------
