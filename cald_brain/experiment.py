@@ -439,6 +439,53 @@ def best_run(results, metric, lower_is_better=False, exclude=(STD_MODE,)):
     return pick(scores, key=scores.get)
 
 
+def package_std_and_best(out, results, metric, lower_is_better=False, exclude=(STD_MODE,),
+                         labels=("Whisper transformer", "BiMamba2")):
+    """Packages the std run and the best student for inference (``<out>/packaged/<run>``).
+
+    Arguments
+    ---------
+    out : str
+        The experiment folder (``<out>/<run>`` holds each run).
+    results : dict
+        Run name -> its results.json (:meth:`Experiment.results`).
+    metric, lower_is_better, exclude
+        How the best student is picked (:func:`best_run`).
+    labels : tuple of str
+        What the transformer and the student are called in the tables.
+
+    Returns
+    -------
+    list of (str, str, str)
+        ``(run, label, packaged folder)``: std first, then the best student
+        (none when no student finished).
+    """
+    from cald_brain.inference import package_model
+
+    best = best_run(results, metric, lower_is_better=lower_is_better, exclude=exclude)
+    packaged = []
+    for name in [STD_MODE] + ([best] if best else []):
+        label = f"{name} ({labels[0] if name == STD_MODE else labels[1]})"
+        packaged.append((name, label, package_model(os.path.join(out, name), os.path.join(out, "packaged", name))))
+    return packaged
+
+
+def random_audio(seconds, sample_rate=16000, with_lengths=False, seed=0):
+    """A reproducible batch of one noise waveform (for timing models against length).
+
+    Example
+    -------
+    >>> wavs, lens = random_audio(0.5, with_lengths=True)
+    >>> wavs.shape, lens.tolist()
+    (torch.Size([1, 8000]), [1.0])
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    wavs = 0.1 * torch.randn(1, int(seconds * sample_rate), generator=g)
+    return (wavs, torch.ones(1)) if with_lengths else (wavs,)
+
+
 def batches_per_epoch(train_csv, max_batch_length, num_buckets, seed, max_duration=None):
     """Optimizer steps in one epoch of dynamic batches over a manifest.
 

@@ -28,6 +28,7 @@ Authors
 """
 
 import argparse
+import functools
 import os
 import sys
 
@@ -38,8 +39,9 @@ for _path in (RECIPE_DIR, REPO_DIR):
         sys.path.insert(0, _path)
 
 from cald_brain.experiment import (  # noqa: E402
-    Column, Experiment, add_demo_options, batches_per_epoch, best_run, demo_overrides, drop_if_older, mode_runs,
-    rows_from_results, start_of, std_overrides, student_run_names, time_inference,
+    Column, Experiment, add_demo_options, batches_per_epoch, demo_overrides, drop_if_older, mode_runs,
+    package_std_and_best, random_audio, rows_from_results, start_of, std_overrides, student_run_names,
+    time_inference,
 )
 from cald_brain.synth import MARKER  # noqa: E402
 
@@ -112,22 +114,14 @@ COLUMNS = [
 
 def evaluate(exp, out, test_seconds):
     """Packages std and the best student, loads them offline, times them."""
-    import torch
-
-    from cald_brain.inference import IntentClassifier, package_model
+    from cald_brain.inference import IntentClassifier
 
     results = exp.results()
-    best = best_run(results, "ACC")
     models = {}
-    for name in ("std", best):
-        dest = package_model(os.path.join(out, name), os.path.join(out, "packaged", name))
+    for name, label, dest in package_std_and_best(out, results, "ACC"):
         clf = IntentClassifier.from_hparams(source=dest, savedir=os.path.join(out, "packaged", name + ".loaded"))
-        models[f"{name} ({'Whisper transformer' if name == 'std' else 'BiMamba2'})"] = clf.classify_batch
-
-    def make_input(seconds):
-        g = torch.Generator().manual_seed(0)
-        return (0.1 * torch.randn(1, int(seconds * 16000), generator=g), torch.ones(1))
-
+        models[label] = clf.classify_batch
+    make_input = functools.partial(random_audio, with_lengths=True)
     timing = time_inference(models, make_input, test_seconds)
     return results, timing
 

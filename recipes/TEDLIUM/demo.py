@@ -45,8 +45,9 @@ for _path in (RECIPE_DIR, REPO_DIR):
         sys.path.insert(0, _path)
 
 from cald_brain.experiment import (  # noqa: E402
-    Column, Experiment, Run, add_demo_options, batches_per_epoch, best_run, demo_overrides, drop_if_older,
-    mode_runs, rows_from_results, start_of, std_overrides, student_run_names, time_inference,
+    Column, Experiment, Run, add_demo_options, batches_per_epoch, demo_overrides, drop_if_older,
+    mode_runs, package_std_and_best, random_audio, rows_from_results, start_of, std_overrides,
+    student_run_names, time_inference,
 )
 from cald_brain.synth import MARKER  # noqa: E402
 
@@ -136,26 +137,16 @@ def longest_talk(talks_csv, data_folder):
 
 def evaluate(exp, out, talks_csv, data_folder, test_seconds, timeout):
     """Packages std and the best student, transcribes the long talk, times the forward."""
-    import torch
-
-    from cald_brain.inference import benchmark_long_form, load_transcriber, package_model
+    from cald_brain.inference import benchmark_long_form, load_transcriber
 
     results = exp.results()
-    best = best_run(results, "WER", lower_is_better=True, exclude=("std", "untrained"))
-    names = ["std"] + ([best] if best else [])
-    labels = {name: f"{name} ({'Whisper transformer' if name == 'std' else 'BiMamba2'})" for name in names}
-    packaged = {labels[n]: package_model(os.path.join(out, n), os.path.join(out, "packaged", n)) for n in names}
+    packaged = {label: folder for _, label, folder in
+                package_std_and_best(out, results, "WER", lower_is_better=True, exclude=("std", "untrained"))}
     talk = longest_talk(talks_csv, data_folder)
     long_rows = benchmark_long_form(packaged, talk[1], talk[3], windows=(None, 30.0, 15.0), timeout=timeout)
 
-    models = {}
-    for label, folder in packaged.items():
-        models[label] = load_transcriber(folder, warmup_seconds=0).encode_batch
-
-    def make_input(seconds):
-        g = torch.Generator().manual_seed(0)
-        return (0.1 * torch.randn(1, int(seconds * 16000), generator=g),)
-
+    models = {label: load_transcriber(folder, warmup_seconds=0).encode_batch for label, folder in packaged.items()}
+    make_input = random_audio
     timing = time_inference(models, make_input, test_seconds, repeats=2, unit=" s")
     return results, long_rows, timing
 

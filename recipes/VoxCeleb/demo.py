@@ -33,6 +33,7 @@ Authors
 
 import argparse
 import csv
+import functools
 import os
 import sys
 
@@ -43,8 +44,9 @@ for _path in (RECIPE_DIR, REPO_DIR):
         sys.path.insert(0, _path)
 
 from cald_brain.experiment import (  # noqa: E402
-    Column, Experiment, add_demo_options, batches_per_epoch, best_run, demo_overrides, drop_if_older, mode_runs,
-    rows_from_results, start_of, std_overrides, student_run_names, time_inference,
+    Column, Experiment, add_demo_options, batches_per_epoch, demo_overrides, drop_if_older, mode_runs,
+    package_std_and_best, random_audio, rows_from_results, start_of, std_overrides, student_run_names,
+    time_inference,
 )
 from cald_brain.synth import MARKER  # noqa: E402
 
@@ -131,29 +133,20 @@ def check_classify_file(spk, test_csv, data_folder, n=20):
 
 def evaluate(exp, out, test_csv, data_folder, test_seconds):
     """Packages std and the best student, loads them with EncoderClassifier, times them."""
-    import torch
     from speechbrain.inference.classifiers import EncoderClassifier
 
-    from cald_brain.inference import package_model
     from cald_brain.inference.package import offline_load_kwargs
 
     results = exp.results()
-    best = best_run(results, "ACC")
     models, file_checks = {}, {}
-    for name in ["std"] + ([best] if best else []):
-        dest = package_model(os.path.join(out, name), os.path.join(out, "packaged", name))
+    for name, label, dest in package_std_and_best(out, results, "ACC"):
         # SpeechBrain's own class; offline_load_kwargs: no network, and fresh
         # copies in the savedir (a rerun never loads the previous model).
         spk = EncoderClassifier.from_hparams(source=dest, savedir=os.path.join(out, "packaged", name + ".loaded"),
                                              **offline_load_kwargs(dest, {}))
-        label = f"{name} ({'Whisper transformer' if name == 'std' else 'BiMamba2'})"
         models[label] = spk.classify_batch
         file_checks[name] = check_classify_file(spk, test_csv, data_folder)
-
-    def make_input(seconds):
-        g = torch.Generator().manual_seed(0)
-        return (0.1 * torch.randn(1, int(seconds * 16000), generator=g), torch.ones(1))
-
+    make_input = functools.partial(random_audio, with_lengths=True)
     timing = time_inference(models, make_input, test_seconds, unit=" s")
     return results, file_checks, timing
 
